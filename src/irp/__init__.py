@@ -1,0 +1,3 @@
+"""irp — Image Request Predictor: does a spoken product query want to be *seen*?"""
+
+__version__ = "0.1.0"

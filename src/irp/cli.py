@@ -1,0 +1,420 @@
+"""The `irp` command line: a thin typer layer over the library.
+
+Each command parses flags, calls one library function and prints a rich summary. Heavy imports
+(torch, transformers, sklearn) happen inside the commands so that `irp --help` stays instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from irp.config import DEFAULT_FIELDS
+
+app = typer.Typer(
+    name="irp",
+    help="Image Request Predictor: predict when a spoken product query wants to be seen.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+import_app = typer.Typer(help="Import third-party logs into interaction records.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a clear error on stderr and exit with `code` (2 = unusable arguments)."""
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+# ---- data ---------------------------------------------------------------------------------------
+# (section owned by the data-contract work: validate)
+
+
+@app.command()
+def validate(
+    file: Path = typer.Argument(..., help="Records to check: .jsonl, .jsonl.gz or .parquet."),
+    quarantine: Path | None = typer.Option(
+        None, "--quarantine", help="Write each rejected record here verbatim with line and reason (.jsonl[.gz])."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write the valid, normalized records here (.jsonl, .jsonl.gz or .parquet)."
+    ),
+) -> None:
+    """Check records against the data contract and name every bad line on stderr.
+
+    Exit 0 when every record is valid; 1 when some were rejected or the file holds no records;
+    2 on unusable arguments (missing file, unsupported suffix, unreadable file).
+    """
+    import sys
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from irp.data.io import DataFileError, RejectedRecord
+    from irp.validate import validate_file
+
+    def print_rejected(rejected: RejectedRecord) -> None:
+        sys.stderr.write(f"{rejected}\n")  # plain write: one line per record, no markup parsing
+
+    try:
+        report = validate_file(file, quarantine, out, on_reject=print_rejected, progress=True)
+    except (DataFileError, OSError) as e:  # FileNotFoundError included
+        fail(escape(str(e)), 2)
+    console.print(
+        f"{escape(str(file))}: {report.n_in:,} records in, [green]{report.n_accepted:,} accepted[/], "
+        f"[{'red' if report.n_rejected else 'green'}]{report.n_rejected:,} rejected[/] ({report.seconds:.1f} s)"
+    )
+    if report.reasons:
+        table = Table("field", "reason", "count", title="rejections by reason")
+        for (field_name, kind), count in report.reasons.most_common():
+            table.add_row(escape(field_name), kind, f"{count:,}")
+        console.print(table)
+    if out is not None:
+        console.print(f"valid records -> {escape(str(out))}")
+    if quarantine is not None:
+        console.print(f"rejected records -> {escape(str(quarantine))}")
+    if report.n_in == 0:
+        fail(escape(f"no records in {file}"), 1)
+    if report.n_rejected:
+        raise typer.Exit(1)
+
+
+# ---- simulator ----------------------------------------------------------------------------------
+# (section owned by the simulator work: simulate)
+
+# ---- importers and baselines --------------------------------------------------------------------
+# (section owned by the evaluation work: import simmc, baseline)
+
+
+def _import_simmc(src: Path, out: Path, dataset: str) -> None:
+    """Shared body of `irp import simmc` and `irp import simmc-furniture`."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from irp.data.importers import SourceFormatError, import_simmc
+    from irp.data.io import DataFileError, file_format
+
+    if dataset not in ("auto", "fashion", "furniture"):
+        fail(f"--kind must be auto, fashion or furniture, got {dataset!r}")
+    try:
+        file_format(out)
+        report = import_simmc(src, out, dataset, progress=True)  # type: ignore[arg-type]
+    except (SourceFormatError, DataFileError, OSError, UnicodeDecodeError) as e:
+        fail(escape(str(e)))
+    console.print(
+        f"{escape(str(src))} ({report.dataset}): {report.rows:,} rows, [green]{report.imported:,} imported[/], "
+        f"{report.positives:,} positive ({report.positive_rate:.1%}), "
+        f"[{'yellow' if report.skipped else 'green'}]{sum(report.skipped.values()):,} skipped[/] -> {escape(str(out))}"
+    )
+    if report.skipped:
+        table = Table("reason", "rows", title="skipped rows")
+        for reason, count in report.skipped.most_common():
+            table.add_row(escape(reason), f"{count:,}")
+        console.print(table)
+        for example in report.examples:
+            err_console.print(f"  skipped {escape(example)}")
+
+
+@import_app.command("simmc")
+def import_simmc_command(
+    src: Path = typer.Argument(..., help="SIMMC 1.0 joined turns (.jsonl), e.g. simmc1_fashion/image_intent_train.jsonl."),
+    out: Path = typer.Option(..., "--out", help="Records to write (.jsonl, .jsonl.gz or .parquet)."),
+    kind: str = typer.Option("auto", "--kind", help="auto (detect by fields), fashion or furniture."),
+) -> None:
+    """Import SIMMC 1.0 Fashion (or Furniture) turns as interaction records, without post-hoc fields."""
+    _import_simmc(src, out, kind)
+
+
+@import_app.command("simmc-furniture")
+def import_simmc_furniture_command(
+    src: Path = typer.Argument(..., help="simmc1_furniture/furniture_annotated_*.jsonl"),
+    out: Path = typer.Option(..., "--out", help="Records to write (.jsonl, .jsonl.gz or .parquet)."),
+) -> None:
+    """Import SIMMC 1.0 Furniture turns (label = annotated show/rotate request) as interaction records."""
+    _import_simmc(src, out, "furniture")
+
+
+def _load_or_fail(path: Path, what: str) -> list[dict]:
+    """Records of `path`, or a clear exit-2 error naming the file, line and field."""
+    from rich.markup import escape
+
+    from irp.data.io import DataFileError, InvalidRecordError, load_records
+
+    try:
+        records = load_records(path)
+    except InvalidRecordError as e:
+        fail(escape(f"{what} file: {e} (run `irp validate {path}` for every bad line)"))
+    except (DataFileError, OSError) as e:
+        fail(escape(f"{what} file: {e}"))
+    if not records:
+        fail(escape(f"{what} file {path} holds no records"))
+    return records
+
+
+def _write_json(path: Path, obj: object) -> None:
+    """Write strict JSON (NaN -> null) atomically."""
+    import json
+
+    from irp.data.io import atomic_path
+    from irp.metrics import nan_to_none
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(nan_to_none(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+@app.command()
+def split(
+    file: Path = typer.Argument(..., help="Records to split (.jsonl, .jsonl.gz or .parquet)."),
+    fraction: float = typer.Option(0.5, "--fraction", help="Share of sessions that go to --out-first."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the session shuffle."),
+    out_first: Path = typer.Option(..., "--out-first", help="Records of the chosen sessions."),
+    out_second: Path = typer.Option(..., "--out-second", help="Records of the other sessions."),
+) -> None:
+    """Split records in two BY SESSION (no dialog on both sides), e.g. a dev set into valid and test."""
+    from rich.markup import escape
+
+    from irp.data.io import write_records
+    from irp.data.split import split_by_session
+
+    if not 0.0 <= fraction <= 1.0:
+        fail(f"--fraction must be in [0, 1], got {fraction}")
+    records = _load_or_fail(file, "input")
+    first, second = split_by_session(records, fraction, seed)
+    for part, out in ((first, out_first), (second, out_second)):
+        write_records(out, part)
+        sessions = len({r.get("session_id") or r["id"] for r in part})
+        positives = sum(r["label"] == 1 for r in part)
+        console.print(f"{escape(str(out))}: {len(part):,} records, {sessions:,} sessions, {positives:,} positive")
+
+
+@app.command()
+def baseline(
+    kind: str = typer.Option(..., "--kind", help="majority, keyword or tfidf-lr."),
+    train: Path = typer.Option(..., "--train", help="Training records (fit)."),
+    valid: Path = typer.Option(..., "--valid", help="Validation records (threshold choice)."),
+    test: Path = typer.Option(..., "--test", help="Test records (reported metrics)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the report here as JSON."),
+    target_precision: float = typer.Option(0.8, "--target-precision", help="Validation precision to reach."),
+    fields: str | None = typer.Option(None, "--fields", help="tfidf-lr only: comma-separated, e.g. utterance,title."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the 95 % intervals."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+) -> None:
+    """Fit a baseline on --train, choose its threshold on --valid, report precision/recall/AP on --test."""
+    import warnings
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from irp.baselines import BASELINES, run_baseline
+
+    if kind not in BASELINES:
+        fail(f"--kind must be one of {', '.join(BASELINES)}, got {kind!r}")
+    if not 0.0 < target_precision <= 1.0:
+        fail(f"--target-precision must be in (0, 1], got {target_precision}")
+    if fields is not None and kind != "tfidf-lr":
+        fail("--fields only applies to --kind tfidf-lr")
+    params = {"fields": tuple(f.strip() for f in fields.split(",") if f.strip())} if fields else {}
+    if fields and "utterance" not in params["fields"]:
+        fail("--fields must include utterance")
+    data = {name: _load_or_fail(path, name) for name, path in (("train", train), ("valid", valid), ("test", test))}
+    with warnings.catch_warnings(record=True) as caught, err_console.status(f"running the {kind} baseline..."):
+        warnings.simplefilter("always")
+        try:
+            result = run_baseline(
+                kind, data["train"], data["valid"], data["test"], target_precision, n_boot=n_boot, seed=seed, **params
+            )
+        except ValueError as e:  # e.g. no positive validation label, records without labels
+            fail(escape(str(e)))
+    for w in caught:
+        err_console.print(f"[bold yellow]warning:[/] {escape(str(w.message))}")
+
+    choice = result["threshold_choice"]
+    table = Table("metric", "test", "95 % CI", title=f"{kind} baseline on {escape(str(test))}")
+    for metric in ("precision", "recall", "f05", "ap", "roc_auc"):
+        lo, hi = result["ci"][metric]
+        table.add_row(metric, f"{result[metric]:.4f}", f"[{lo:.4f}, {hi:.4f}]")
+    table.add_row("threshold", f"{result['threshold']:.6g}", "")
+    table.add_row("n / positives", f"{result['n']:,} / {result['positives']:,}", "")
+    console.print(table)
+    style = "green" if choice["reached"] else "bold red"
+    console.print(f"[{style}]validation ({choice['rule']}): {escape(choice['message'])}[/]")
+    if json_out is not None:
+        _write_json(json_out, result)
+        console.print(f"report -> {escape(str(json_out))}")
+
+# ---- model: train, evaluate, predict ------------------------------------------------------------
+
+
+def _configure_torch_threads() -> None:
+    """Quiet transformers' progress bars; respect OMP_NUM_THREADS when the user sets it."""
+    import os
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    if os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@app.command()
+def train(
+    train_file: Path = typer.Option(..., "--train", help="Training records (.jsonl or .parquet)."),
+    valid_file: Path = typer.Option(..., "--valid", help="Validation records: early stopping and the threshold."),
+    out: Path = typer.Option(..., "--out", help="Artifact directory to write."),
+    backbone: str = typer.Option("minilm-l6", "--backbone", help="minilm-l6, a local HF model folder, or a hub name."),
+    summarizer: str = typer.Option("mean", "--summarizer", help="none, mean, max, mmr or concat."),
+    fields: str = typer.Option(",".join(DEFAULT_FIELDS), "--fields", help="Comma-separated input fields."),
+    loss: str = typer.Option("combined", "--loss", help="bce, precision, combined or fbeta."),
+    alpha: float = typer.Option(1.0, "--alpha", help="Weight of BCE in the combined loss."),
+    beta: float = typer.Option(0.5, "--beta", help="Weight of the soft precision loss in the combined loss."),
+    epochs: int = typer.Option(3, "--epochs"),
+    max_steps: int = typer.Option(0, "--max-steps", help="Stop after this many optimiser steps (0 = no cap)."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float = typer.Option(5e-5, "--lr"),
+    target_precision: float = typer.Option(0.8, "--target-precision", help="Validation precision the threshold must reach."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    seed: int = typer.Option(13, "--seed"),
+    context_turns: int = typer.Option(0, "--context-turns", help="Earlier user turns to prepend (0 = none)."),
+    mmr_m: int = typer.Option(2, "--mmr-m", help="Products MMR keeps."),
+    mmr_lambda: float = typer.Option(0.7, "--mmr-lambda", help="MMR relevance weight (1 = relevance only)."),
+    eval_every: int = typer.Option(0, "--eval-every", help="Validate every N steps (0 = once per epoch)."),
+    patience: int = typer.Option(2, "--patience", help="Validations without AP gain before early stopping."),
+    checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Steps between resumable checkpoints."),
+    label_field: str = typer.Option("label", "--label-field", help="Record field to learn (label or true_intent)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last after a crash."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training step (CUDA)."),
+    allow_network: bool = typer.Option(False, "--allow-network", help="Allow fetching a hub backbone."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Cache tokenized features (IRP_CACHE_DIR)."),
+) -> None:
+    """Train the IRP classifier, choose the operating point on --valid, and write the model artifact."""
+    from rich.markup import escape
+
+    from irp.config import IRPConfig, parse_fields
+    from irp.data.io import DataFileError, InvalidRecordError
+    from irp.model.encoder import BackboneError
+    from irp.train import default_cache_dir
+    from irp.train import train as run_training
+
+    _configure_torch_threads()
+    try:
+        config = IRPConfig(
+            backbone=backbone, fields=parse_fields(fields), summarizer=summarizer, loss=loss, alpha=alpha, beta=beta,
+            epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, target_precision=target_precision,
+            device=device, seed=seed, context_turns=context_turns, mmr_m=mmr_m, mmr_lambda=mmr_lambda,
+            eval_every=eval_every, patience=patience, checkpoint_every=checkpoint_every, compile=compile_model,
+        )
+    except ValueError as e:
+        fail(escape(str(e)))
+    for name, path in (("train", train_file), ("valid", valid_file)):
+        if not path.is_file():
+            fail(f"{name} file {escape(str(path))} does not exist")
+    try:
+        result = run_training(
+            config, train_file, valid_file, out, resume=resume, allow_network=allow_network,
+            label_field=label_field, cache_dir=default_cache_dir() if cache else None,
+        )
+    except InvalidRecordError as e:
+        fail(escape(f"{e} (run `irp validate` on the file for every bad line)"))
+    except (BackboneError, DataFileError, ValueError, OSError) as e:
+        fail(escape(str(e)))
+    if result.metrics:
+        _print_metrics(result.metrics, f"validation metrics ({escape(str(valid_file))})")
+        console.print(f"model -> {escape(str(out))}")
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
+    from rich.table import Table
+
+    table = Table("metric", "value", "95 % CI", title=title)
+    for key in ("precision", "recall", "f05", "ap", "roc_auc"):
+        value, ci = metrics.get(key), (metrics.get("ci") or {}).get(key)
+        ci_text = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci and None not in ci else ""
+        table.add_row(key, "n/a" if value is None else f"{value:.4f}", ci_text)
+    table.add_row("threshold", f"{metrics['threshold']:.6g}", "")
+    table.add_row("n / positives", f"{metrics['n']:,} / {metrics['positives']:,}", "")
+    console.print(table)
+
+
+def _load_classifier(model: Path, runtime: str = "torch"):  # -> IRPClassifier
+    from rich.markup import escape
+
+    from irp.predict import IRPClassifier
+
+    _configure_torch_threads()
+    try:
+        return IRPClassifier.load(model, runtime=runtime)
+    except (FileNotFoundError, ValueError) as e:
+        fail(escape(str(e)))
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Option(..., "--model", help="Model artifact directory."),
+    data: Path = typer.Option(..., "--data", help="Labelled records to evaluate on."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the metrics here as JSON."),
+    plots: Path | None = typer.Option(None, "--plots", help="Write PR and threshold plots (PNG) into this folder."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Override the saved threshold."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch or onnx."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the 95 % intervals."),
+) -> None:
+    """Precision / recall / F0.5 at the saved operating point, AP and ROC AUC, with 95 % bootstrap intervals."""
+    import numpy as np
+
+    from irp.metrics import evaluation_report
+
+    clf = _load_classifier(model, runtime)
+    records = _load_or_fail(data, "data")
+    labels = np.array([r.get("label") for r in records], dtype=object)
+    if any(v is None for v in labels):
+        fail(f"{data}: every record needs a label to be evaluated")
+    probs = clf.predict_proba(records)
+    thr = clf.threshold_ if threshold is None else threshold
+    report = evaluation_report(labels.astype(float), probs, thr, n_boot=n_boot)
+    report["model"], report["data"] = str(model), str(data)
+    _print_metrics(report, f"{data}")
+    if plots is not None:
+        from irp.plots import plot_pr_curve, plot_threshold_curves
+
+        plots.mkdir(parents=True, exist_ok=True)
+        plot_pr_curve(labels.astype(float), probs, plots / "pr_curve.png", threshold=thr, label="irp")
+        plot_threshold_curves(labels.astype(float), probs, plots / "threshold_curves.png", threshold=thr)
+        console.print(f"plots -> {plots}/pr_curve.png, {plots}/threshold_curves.png")
+    if json_out is not None:
+        _write_json(json_out, report)
+        console.print(f"metrics -> {json_out}")
+
+
+@app.command()
+def predict(
+    model: Path = typer.Option(..., "--model", help="Model artifact directory."),
+    data: Path = typer.Option(..., "--data", help="Records to score (labels not needed)."),
+    out: Path = typer.Option(..., "--out", help="Output records with `probability` and `image_seeking` added."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Override the saved threshold."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch or onnx."),
+) -> None:
+    """Score records: adds `probability` and `image_seeking` (at the saved operating point) to each."""
+    from irp.data.io import write_records
+
+    clf = _load_classifier(model, runtime)
+    records = _load_or_fail(data, "data")
+    probs = clf.predict_proba(records)
+    thr = clf.threshold_ if threshold is None else threshold
+    for record, p in zip(records, probs):
+        record["probability"] = round(float(p), 6)
+        record["image_seeking"] = bool(p >= thr)
+    write_records(out, records)
+    console.print(f"{len(records):,} records scored at threshold {thr:.4g}; {int((probs >= thr).sum()):,} image-seeking -> {out}")
+
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,123 @@
+"""One config object that fully describes a training run; it is saved with the model.
+
+>>> cfg = IRPConfig(summarizer="mmr", fields=("utterance", "title"))
+>>> IRPConfig.from_dict(cfg.to_dict()) == cfg
+True
+>>> cfg.product_fields
+('title',)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUMMARIZERS = ("none", "mean", "max", "mmr", "concat")
+LOSSES = ("bce", "precision", "combined", "fbeta")
+TEXT_FIELDS = ("utterance", "intent", "context")
+PRODUCT_FIELDS = ("title", "brand", "color", "style", "category", "material", "pattern")
+DEFAULT_FIELDS = ("utterance", "intent", "title", "brand", "color", "style", "category")
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """Per-field token budgets; anything longer is truncated and *counted* (see Featurizer.truncations)."""
+
+    intent: int = 4
+    utterance: int = 48
+    context: int = 32  # all context turns together, most recent kept
+    value: int = 12  # one attribute value of one product (mean/max summarizers)
+    product_text: int = 96  # all appended product text together (mmr/concat summarizers)
+
+
+@dataclass(frozen=True)
+class IRPConfig:
+    # model inputs
+    backbone: str = "minilm-l6"
+    fields: tuple[str, ...] = DEFAULT_FIELDS
+    summarizer: str = "mean"
+    context_turns: int = 0
+    mmr_m: int = 2  # products kept by MMR
+    mmr_lambda: float = 0.7  # relevance vs. redundancy trade-off of MMR
+    budget: TokenBudget = field(default_factory=TokenBudget)
+    dropout: float = 0.1
+    # loss
+    loss: str = "combined"
+    alpha: float = 1.0
+    beta: float = 0.5
+    # optimisation
+    epochs: int = 3
+    max_steps: int = 0  # 0 = no cap; otherwise stop after this many optimiser steps
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    grad_clip: float = 1.0
+    patience: int = 2  # evaluations without AP improvement before early stopping
+    eval_every: int = 0  # steps between validations; 0 = once per epoch
+    checkpoint_every: int = 200  # steps between resumable checkpoints
+    # operating point
+    target_precision: float = 0.8
+    # runtime
+    device: str = "auto"
+    seed: int = 13
+    compile: bool = False
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.summarizer not in SUMMARIZERS:
+            raise ValueError(f"summarizer must be one of {SUMMARIZERS}, got {self.summarizer!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        unknown = [f for f in self.fields if f not in TEXT_FIELDS + PRODUCT_FIELDS]
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}; choose from {TEXT_FIELDS + PRODUCT_FIELDS}")
+        if "utterance" not in self.fields:
+            raise ValueError("fields must include 'utterance'")
+        if not 0.0 < self.target_precision <= 1.0:
+            raise ValueError("target_precision must be in (0, 1]")
+
+    @property
+    def product_fields(self) -> tuple[str, ...]:
+        """Product attributes used as inputs, in the order of `fields`."""
+        return tuple(f for f in self.fields if f in PRODUCT_FIELDS)
+
+    @property
+    def uses_slots(self) -> bool:
+        """Whether products enter as pooled attribute vectors (mean/max) rather than text."""
+        return self.summarizer in ("mean", "max") and bool(self.product_fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IRPConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if "fields" in kwargs:
+            kwargs["fields"] = tuple(kwargs["fields"])
+        if isinstance(kwargs.get("budget"), dict):
+            kwargs["budget"] = TokenBudget(**kwargs["budget"])
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> IRPConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def parse_fields(spec: str) -> tuple[str, ...]:
+    """Parse the `--fields` flag.
+
+    >>> parse_fields("utterance, intent,title")
+    ('utterance', 'intent', 'title')
+    """
+    return tuple(part.strip() for part in spec.split(",") if part.strip())
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON so that readers never see a half-written file."""
+    from irp.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

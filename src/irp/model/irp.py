@@ -1,0 +1,99 @@
+"""IRPModel: utterance tokens fused with summarized product metadata, one transformer encoder, one logit.
+
+Reads top to bottom: embed the text tokens, summarize the products into one vector per attribute (mean/max
+over the top-k products of the mean token embedding of each attribute value), write those vectors into the
+slot positions after the text, run the encoder, mean-pool, and project to a logit. `forward` returns
+`(logits, loss)`; the training loop lives in `irp.train`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel
+
+from irp.config import IRPConfig
+from irp.fileio import atomic_path
+from irp.losses import irp_loss
+from irp.model.encoder import encoder_from_config
+from irp.model.summarize import pool_products
+
+
+class IRPModel(nn.Module):
+    def __init__(self, encoder: PreTrainedModel, config: IRPConfig, pad_id: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.pad_id = pad_id
+        hidden = encoder.config.hidden_size
+        n_attrs = len(config.product_fields) if config.uses_slots else 0
+        # Learned attribute-type embedding: tells the encoder which slot holds title, brand, color, ...
+        self.attr_type = nn.Embedding(max(n_attrs, 1), hidden)
+        nn.init.normal_(self.attr_type.weight, std=0.02)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(hidden, 1)
+
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.encoder.get_input_embeddings()
+
+    def summarize_products(self, value_ids: torch.Tensor, value_index: torch.Tensor) -> torch.Tensor:
+        """value_ids [U, Lv] distinct attribute values of the batch; value_index [B, K, F] (-1 absent) -> [B, F, H]."""
+        token_mask = (value_ids != self.pad_id).unsqueeze(-1)  # [U, Lv, 1]
+        token_emb = self.word_embeddings(value_ids)  # [U, Lv, H]
+        value_emb = (token_emb * token_mask).sum(1) / token_mask.sum(1).clamp(min=1)  # [U, H]
+        present = value_index >= 0  # [B, K, F]
+        per_product = value_emb[value_index.clamp(min=0)]  # [B, K, F, H]
+        pooled = pool_products(per_product, present, self.config.summarizer)  # [B, F, H]
+        return pooled + self.attr_type.weight[: pooled.shape[1]]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # [B, T]
+        attention_mask: torch.Tensor,  # [B, T]
+        token_type_ids: torch.Tensor | None = None,  # [B, T], 1 at product slots
+        slot_mask: torch.Tensor | None = None,  # [B, T] bool, F True positions per row, after the text
+        value_ids: torch.Tensor | None = None,
+        value_index: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,  # [B] float 0/1
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        embeds = self.word_embeddings(input_ids)  # [B, T, H]
+        if value_ids is not None and slot_mask is not None:
+            summary = self.summarize_products(value_ids, value_index)  # [B, F, H]
+            # Slots are in row-major order, so a masked scatter places slot f of row b at its position.
+            embeds = embeds.masked_scatter(slot_mask.unsqueeze(-1), summary.to(embeds.dtype))
+        if token_type_ids is not None and self.encoder.config.type_vocab_size < 2:
+            token_type_ids = None  # e.g. RoBERTa has a single token type
+        hidden = self.encoder(
+            inputs_embeds=embeds, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state  # [B, T, H]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B, H]
+        logits = self.head(self.dropout(pooled)).squeeze(-1).float()  # [B]
+        loss = None
+        if labels is not None:
+            loss = irp_loss(logits, labels.float(), self.config.loss, self.config.alpha, self.config.beta)
+        return logits, loss
+
+    # ---- persistence: config + safetensors, never pickle ----------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        with atomic_path(directory / "model.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        with atomic_path(directory / "encoder_config.json") as tmp:
+            tmp.write_text(json.dumps(self.encoder.config.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path, config: IRPConfig, pad_id: int, device: str = "cpu") -> IRPModel:
+        directory = Path(directory)
+        encoder_config = json.loads((directory / "encoder_config.json").read_text())
+        model = cls(encoder_from_config(encoder_config), config, pad_id)
+        state = load_file(str(directory / "model.safetensors"), device="cpu")
+        model.load_state_dict(state, strict=True)
+        return model.to(device).eval()

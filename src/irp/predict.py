@@ -1,0 +1,53 @@
+"""Inference API: `IRPClassifier.load(dir).predict_proba(records)` (scikit-learn style).
+
+>>> # clf = IRPClassifier.load("runs/demo/model"); clf.predict([{"utterance": "show me red dresses"}])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from irp.artifact import load_model
+from irp.features import Featurizer
+from irp.model.irp import IRPModel
+from irp.train import score
+
+
+class IRPClassifier:
+    """A loaded model with its chosen operating point (`threshold_`)."""
+
+    def __init__(self, model: IRPModel, featurizer: Featurizer, meta: dict[str, Any], device: str = "cpu") -> None:
+        self.model_ = model
+        self.featurizer_ = featurizer
+        self.meta_ = meta
+        self.threshold_: float = float(meta["threshold"]["value"])
+        self.device_ = torch.device(device)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "cpu", runtime: str = "torch") -> IRPClassifier:
+        if runtime != "torch":
+            raise ValueError(f"unknown runtime {runtime!r} (torch)")
+        model, featurizer, meta = load_model(model_dir, device=device)
+        return cls(model, featurizer, meta, device)
+
+    @property
+    def version(self) -> str:
+        """A short id of the weights: the training data fingerprint plus the step of the best checkpoint."""
+        train = self.meta_.get("data", {}).get("train", {})
+        return f"{str(train.get('sha256', 'mem'))[:8]}-{self.meta_['training']['best_step']}"
+
+    def predict_proba(self, records: Sequence[dict], batch_size: int = 256) -> np.ndarray:
+        """P(image-seeking) for each record: [N] float32."""
+        if not records:
+            return np.zeros(0, dtype=np.float32)
+        features = self.featurizer_.featurize(records)
+        return score(self.model_, self.featurizer_, features, self.device_, batch_size)
+
+    def predict(self, records: Sequence[dict], threshold: float | None = None) -> np.ndarray:
+        """Image-seeking decisions [N] bool at the saved operating point (or `threshold`)."""
+        return self.predict_proba(records) >= (self.threshold_ if threshold is None else threshold)

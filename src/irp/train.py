@@ -1,0 +1,340 @@
+"""The training loop: AdamW + warmup/linear decay, dynamic padding, bf16 autocast on CUDA, validation with early
+stopping (best checkpoint kept), resumable checkpoints, and the operating point chosen on validation.
+
+Distributed data parallel runs come in through `irp.distributed` (torchrun sets the environment); each rank takes
+its own share of every epoch's batches and only rank 0 evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from irp import distributed as dist
+from irp.artifact import file_fingerprint, write_artifact
+from irp.config import IRPConfig
+from irp.features import FeatureSet, Featurizer, cache_key, load_features, save_features
+from irp.fileio import atomic_path
+from irp.metrics import average_precision
+from irp.model.encoder import load_encoder, load_tokenizer, resolve_backbone
+from irp.model.irp import IRPModel
+from irp.progress import progress_bar
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Length-bucketed batches, reproducible from (seed, epoch): shuffle, sort within pools of 50 batches by
+    length (so padding is small), cut into batches, shuffle the batches.
+
+    >>> b = epoch_batches(np.array([5, 1, 9, 3, 7, 2]), batch_size=2, seed=0, epoch=0)
+    >>> sorted(np.concatenate(b).tolist()), [len(x) for x in b]
+    ([0, 1, 2, 3, 4, 5], [2, 2, 2])
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    pool = batch_size * 50
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def score(
+    model: IRPModel, featurizer: Featurizer, features: FeatureSet, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
+    """Probabilities [N] in record order; batches are length-sorted so little compute goes to padding."""
+    model.eval()
+    order = np.argsort(features.lengths, kind="stable")
+    probs = np.empty(len(features), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        batch = to_device(featurizer.collate(features, index), device)
+        batch.pop("labels")
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits, _ = model(**batch)
+        probs[index] = torch.sigmoid(logits.float()).cpu().numpy()
+    return probs
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warmup to `peak`, then linear decay to 0.
+
+    >>> [round(lr_at(s, 10, 2, 1.0), 3) for s in (0, 1, 2, 6, 10)]
+    [0.5, 1.0, 1.0, 0.5, 0.0]
+    """
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * max(0.0, (total - step) / max(1, total - warmup))
+
+
+# ---- resumable checkpoints (safetensors + JSON; nothing is pickled) ---------------------------------------
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed (all ranks together)
+    best_ap: float = -1.0
+    best_step: int = 0
+    evals_without_gain: int = 0
+    history: list[dict[str, float]] | None = None
+
+
+def save_checkpoint(directory: Path, model: IRPModel, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save(tmp)
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                tensors[f"{names[id(p)]}::{key}"] = value.detach().cpu().contiguous()
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    meta = {"state": state.__dict__, "python_rng": repr(random.getstate())}
+    (tmp / "state.json").write_text(json.dumps(meta))
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)  # atomic on one file system: a crash leaves the old or the new checkpoint
+
+
+def load_checkpoint(directory: Path, model: IRPModel, optimizer: torch.optim.Optimizer) -> TrainState:
+    model.load_state_dict(load_file(str(directory / "model.safetensors"), device="cpu"))
+    tensors = load_file(str(directory / "optimizer.safetensors"), device="cpu")
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    params = dict(model.named_parameters())
+    for key, value in tensors.items():
+        name, slot = key.split("::")
+        param = params[name]
+        optimizer.state[param][slot] = value.to(param.device) if slot != "step" else value
+    meta = json.loads((directory / "state.json").read_text())
+    return TrainState(**meta["state"])
+
+
+# ---- data -> features (cached on disk for files) ----------------------------------------------------------
+DataSource = list[dict] | str | Path
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("IRP_CACHE_DIR", Path.home() / ".cache" / "irp" / "features"))
+
+
+def prepare_features(
+    source: DataSource, featurizer: Featurizer, label_field: str, cache_dir: Path | None
+) -> tuple[FeatureSet, dict[str, Any]]:
+    """Featurize records, or a file: a file's features are cached under a key of its sha256 and the input
+    settings, so the second run on the same log skips reading and tokenizing. Returns (features, data info)."""
+    if not isinstance(source, (str, Path)):
+        return featurizer.featurize(source, label_field), {"records": len(source)}
+    from irp.data.io import load_records
+
+    info = file_fingerprint(source)
+    entry = cache_dir / cache_key(featurizer, info["sha256"], label_field) if cache_dir else None
+    if entry is not None and (entry / "labels.npy").exists():
+        features = load_features(entry, featurizer)
+        info["cache"] = "hit"
+    else:
+        features = featurizer.featurize(load_records(source), label_field)
+        if entry is not None:
+            save_features(entry, features, featurizer)
+            info["cache"] = "written"
+    info["records"] = len(features)
+    return features, info
+
+
+# ---- the run ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    out_dir: Path
+    metrics: dict[str, Any]
+    threshold: float
+
+
+def build_model(config: IRPConfig, allow_network: bool = False) -> tuple[IRPModel, Featurizer]:
+    location = resolve_backbone(config.backbone, allow_network)
+    tokenizer = load_tokenizer(location)
+    featurizer = Featurizer(tokenizer, config)
+    model = IRPModel(load_encoder(location), config, pad_id=featurizer.pad_id)
+    return model, featurizer
+
+
+def train(
+    config: IRPConfig,
+    train_data: DataSource,
+    valid_data: DataSource,
+    out_dir: str | Path,
+    resume: bool = False,
+    allow_network: bool = False,
+    label_field: str = "label",
+    quiet: bool = False,
+    cache_dir: Path | None = None,
+) -> TrainResult:
+    """Train, keep the best checkpoint by validation AP, choose the threshold, write the artifact to out_dir.
+
+    Data are record lists or files (.jsonl/.parquet); file features are cached in `cache_dir` when given."""
+    out_dir = Path(out_dir)
+    ctx = dist.init_from_env(config.device)
+    set_seed(config.seed)
+    device = ctx.device if ctx.enabled else resolve_device(config.device)
+    started = time.perf_counter()
+
+    model, featurizer = build_model(config, allow_network)
+    prep_started = time.perf_counter()
+    train_set, train_info = prepare_features(train_data, featurizer, label_field, cache_dir)
+    valid_set, valid_info = prepare_features(valid_data, featurizer, label_field, cache_dir)
+    data_info = {"train": train_info, "valid": valid_info}
+    prep_s = time.perf_counter() - prep_started
+    for name, fs in (("train", train_set), ("valid", valid_set)):
+        if np.isnan(fs.labels).any():
+            raise ValueError(f"{name} data has records without `{label_field}`")
+    model.to(device)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        fused=device.type == "cuda",
+    )
+    # Each optimiser step consumes one batch per rank; an epoch's last incomplete group of batches is dropped.
+    steps_per_epoch = len(epoch_batches(train_set.lengths, config.batch_size, config.seed, 0)) // ctx.world_size
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    warmup = max(1, int(config.warmup_ratio * total_steps))
+    eval_every = config.eval_every or steps_per_epoch
+
+    ckpt_dir = out_dir / "checkpoints"
+    state = TrainState(history=[])
+    if resume and (ckpt_dir / "last").exists():
+        state = load_checkpoint(ckpt_dir / "last", model, optimizer)
+        if not quiet and ctx.is_main:
+            print(f"resumed from step {state.step} (epoch {state.epoch})")
+    train_model = ctx.wrap(model)
+    step_fn = torch.compile(train_model) if config.compile else train_model
+
+    stop = state.evals_without_gain >= config.patience
+    loss_sum = torch.zeros((), device=device)  # accumulated on device: no host sync per step
+    with progress_bar(disable=quiet or not ctx.is_main) as bar:
+        task = bar.add_task("train", total=total_steps, completed=state.step, loss=float("nan"), rate=0.0)
+        tick, tick_step = time.perf_counter(), state.step
+        while state.step < total_steps and not stop:
+            batches = epoch_batches(train_set.lengths, config.batch_size, config.seed, state.epoch)
+            for b in range(state.batch_in_epoch, len(batches) - ctx.world_size + 1, ctx.world_size):
+                if state.step >= total_steps or stop:
+                    break
+                model.train()
+                batch = to_device(featurizer.collate(train_set, batches[b + ctx.rank]), device)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(state.step, total_steps, warmup, config.lr)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    _, loss = step_fn(**batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                loss_sum += loss.detach()
+                state.step += 1
+                state.batch_in_epoch = b + ctx.world_size
+                if state.step % 20 == 0 or state.step == total_steps:
+                    now = time.perf_counter()
+                    rate = (state.step - tick_step) * config.batch_size * ctx.world_size / max(now - tick, 1e-9)
+                    bar.update(task, completed=state.step, loss=loss_sum.item() / (state.step - tick_step), rate=rate)
+                    loss_sum.zero_()
+                    tick, tick_step = now, state.step
+                if state.step % eval_every == 0 or state.step == total_steps:
+                    stop = _evaluate_and_keep_best(model, featurizer, valid_set, device, state, config, ckpt_dir, ctx)
+                if ctx.is_main and state.step % config.checkpoint_every == 0:
+                    save_checkpoint(ckpt_dir / "last", model, optimizer, state)
+            else:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+    if ctx.is_main:
+        save_checkpoint(ckpt_dir / "last", model, optimizer, state)
+    ctx.barrier()
+
+    # The best checkpoint (by validation AP) is the model; the threshold is chosen on validation.
+    best = IRPModel.load(ckpt_dir / "best", config, featurizer.pad_id, device=str(device))
+    valid_probs = score(best, featurizer, valid_set, device)
+    info = {
+        "steps": state.step,
+        "best_step": state.best_step,
+        "epochs_started": state.epoch + (1 if state.batch_in_epoch else 0),
+        "history": state.history,
+        "early_stopped": state.evals_without_gain >= config.patience,
+        "wall_s": round(time.perf_counter() - started, 2),
+        "featurize_s": round(prep_s, 2),
+        "device": str(device),
+        "world_size": ctx.world_size,
+        "truncations": dict(featurizer.truncations),
+        "n_train": len(train_set),
+        "n_valid": len(valid_set),
+        "label_field": label_field,
+    }
+    result = TrainResult(out_dir, {}, 0.5)
+    if ctx.is_main:
+        metrics, threshold = write_artifact(
+            out_dir, best, featurizer, config, valid_set.labels, valid_probs, info, data_info
+        )
+        result = TrainResult(out_dir, metrics, threshold)
+    ctx.barrier()
+    ctx.shutdown()
+    return result
+
+
+def _evaluate_and_keep_best(
+    model: IRPModel,
+    featurizer: Featurizer,
+    valid_set: FeatureSet,
+    device: torch.device,
+    state: TrainState,
+    config: IRPConfig,
+    ckpt_dir: Path,
+    ctx: dist.DistContext,
+) -> bool:
+    """Validate on rank 0, save the best model, and tell every rank whether to stop early."""
+    stop = False
+    if ctx.is_main:
+        ap = average_precision(valid_set.labels, score(model, featurizer, valid_set, device))
+        state.history = (state.history or []) + [{"step": state.step, "valid_ap": round(float(ap), 5)}]
+        if ap > state.best_ap:
+            state.best_ap, state.best_step, state.evals_without_gain = float(ap), state.step, 0
+            tmp = ckpt_dir / "best.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save(tmp)
+            shutil.rmtree(ckpt_dir / "best", ignore_errors=True)
+            tmp.rename(ckpt_dir / "best")
+        else:
+            state.evals_without_gain += 1
+        stop = state.evals_without_gain >= config.patience
+    return ctx.broadcast_flag(stop)
