@@ -26,6 +26,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from irp.data.simulate import SimConfig, simulate
 
+C_GRID = (0.125, 0.25, 0.5, 1.0, 2.0)  # inverse regularization strengths tried for each model
+
 
 def _in_test(session_id: str, frac: float = 0.2) -> bool:
     """Session-level split so that turns of one session never straddle train and test."""
@@ -33,18 +35,34 @@ def _in_test(session_id: str, frac: float = 0.2) -> bool:
     return h / 2**64 < frac
 
 
-def _fit_ap(train_parts: list[list[str]], test_parts: list[list[str]], y_train: np.ndarray,
-            y_test: dict[str, np.ndarray]) -> dict[str, float]:
-    """TF-IDF per text field (stacked), logistic regression; AP and ROC AUC on each test target."""
+def _features(parts_train: list[list[str]], parts_test: list[list[str]]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """One TF-IDF (word 1-2 grams) per text field, fitted on train, stacked side by side."""
     xs_train, xs_test = [], []
-    for tr, te in zip(train_parts, test_parts):
+    for tr, te in zip(parts_train, parts_test):
         vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
         xs_train.append(vec.fit_transform(tr))
         xs_test.append(vec.transform(te))
-    clf = LogisticRegression(C=4.0, max_iter=2000)
-    clf.fit(sp.hstack(xs_train).tocsr(), y_train)
-    p = clf.predict_proba(sp.hstack(xs_test).tocsr())[:, 1]
-    out = {}
+    return sp.hstack(xs_train).tocsr(), sp.hstack(xs_test).tocsr()
+
+
+def _fit_ap(train_parts: list[list[str]], test_parts: list[list[str]], y_train: np.ndarray,
+            valid: np.ndarray, y_test: dict[str, np.ndarray]) -> dict[str, float]:
+    """Logistic regression on TF-IDF features; C chosen by AP on a validation part of train, then refit.
+
+    `valid` marks the validation rows of train (session-disjoint). Returns test AP and ROC AUC per target.
+    """
+    fit_parts = [[x for x, v in zip(xs, valid) if not v] for xs in train_parts]
+    val_parts = [[x for x, v in zip(xs, valid) if v] for xs in train_parts]
+    x_fit, x_val = _features(fit_parts, val_parts)
+    best_c, best_ap = C_GRID[0], -1.0
+    for c in C_GRID:
+        clf = LogisticRegression(C=c, max_iter=2000).fit(x_fit, y_train[~valid])
+        ap = average_precision_score(y_train[valid], clf.predict_proba(x_val)[:, 1])
+        if ap > best_ap:
+            best_c, best_ap = c, ap
+    x_train, x_test = _features(train_parts, test_parts)
+    p = LogisticRegression(C=best_c, max_iter=2000).fit(x_train, y_train).predict_proba(x_test)[:, 1]
+    out = {"C": best_c, "valid_ap_label": float(best_ap)}
     for name, y in y_test.items():
         out[f"ap_{name}"] = float(average_precision_score(y, p))
         out[f"roc_auc_{name}"] = float(roc_auc_score(y, p))
@@ -55,14 +73,15 @@ def measure(records: list[dict]) -> dict[str, object]:
     label = np.array([r["label"] for r in records])
     true = np.array([r["true_intent"] for r in records])
     test = np.array([_in_test(r["session_id"]) for r in records])
+    valid = np.array([_in_test(r["session_id"] + "/valid") for r in records])[~test]  # 20 % of train
     utt = [r["utterance"] for r in records]
     titles = [" | ".join(p["title"] for p in r["products"]) for r in records]
     split = lambda xs: ([x for x, t in zip(xs, test) if not t], [x for x, t in zip(xs, test) if t])  # noqa: E731
     utt_tr, utt_te = split(utt)
     tit_tr, tit_te = split(titles)
     targets = {"label": label[test], "true_intent": true[test]}
-    only = _fit_ap([utt_tr], [utt_te], label[~test], targets)
-    both = _fit_ap([utt_tr, tit_tr], [utt_te, tit_te], label[~test], targets)
+    only = _fit_ap([utt_tr], [utt_te], label[~test], valid, targets)
+    both = _fit_ap([utt_tr, tit_tr], [utt_te, tit_te], label[~test], valid, targets)
     intents = Counter(r["intent"] for r in records)
     cats = Counter(r["products"][0]["category"] for r in records if r["products"])
     return {

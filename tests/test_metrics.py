@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ labelled = st.integers(2, 60).flatmap(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(labelled, st.sampled_from([0.0, 1 / 6, 0.5, 4 / 6, 1.0]))
 def test_threshold_metrics_match_sklearn(data: tuple[list[int], list[float]], threshold: float) -> None:
     y, s = np.array(data[0]), np.array(data[1])
@@ -71,7 +72,7 @@ def test_threshold_metrics_match_sklearn(data: tuple[list[int], list[float]], th
         assert f == 0.0  # no true positive while positives exist: F is 0, as in sklearn
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(labelled)
 def test_ranking_metrics_match_sklearn_with_ties(data: tuple[list[int], list[float]]) -> None:
     y, s = np.array(data[0]), np.array(data[1])
@@ -246,7 +247,7 @@ def test_nan_to_none_makes_strict_json() -> None:
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def test_plots_write_png_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_plots_write_png_files(tmp_path: Path) -> None:
     from irp.plots import plot_pr_curve, plot_pr_curves, plot_threshold_curves
 
     y, s = _data(300, seed=12)

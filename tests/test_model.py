@@ -118,3 +118,16 @@ def test_feature_cache_round_trip(tiny_backbone: str, small_log, tmp_path) -> No
         tokens = batch["value_ids"][index.clamp(min=0)]
         return [t[t != first.pad_id].tolist() if i >= 0 else None for t, i in zip(tokens.flatten(0, 2), index.flatten())]
     assert slot_tokens(batch_a) == slot_tokens(batch_b)
+
+
+def test_logits_keep_fp32_resolution_under_bf16_autocast(tiny_backbone: str) -> None:
+    """bf16 logits would tie most probabilities; the head runs in fp32 so scores stay distinct."""
+    _, featurizer, model = _parts(tiny_backbone)
+    model.eval()
+    batch = featurizer.collate(featurizer.featurize(make_records(64, seed=3)), np.arange(64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = model(**batch)
+    assert logits.dtype == torch.float32
+    # Logits that went through a bf16 head would all be exactly representable in bf16.
+    representable = logits.to(torch.bfloat16).float() == logits
+    assert representable.float().mean() < 0.5

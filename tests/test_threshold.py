@@ -39,7 +39,7 @@ samples = st.integers(1, 50).flatmap(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(samples, st.sampled_from([0.5, 0.6, 2 / 3, 0.75, 0.8, 0.9, 1.0]))
 def test_choice_equals_brute_force(data: tuple[list[int], list[float]], target: float) -> None:
     y, s = np.array(data[0]), np.array(data[1])

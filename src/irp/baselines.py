@@ -263,7 +263,7 @@ class TfidfLRBaseline(_RecordClassifier):
         self,
         fields: Sequence[str] = ("utterance", "title"),
         char_ngrams: bool = False,
-        C: float = 4.0,
+        C: float = 1.0,  # on the SIMMC fashion valid half, C in [0.5, 4] moves AP by < 0.004
         min_df: int = 1,
         seed: int = 0,
     ) -> None:

@@ -64,7 +64,7 @@ def validate(
         sys.stderr.write(f"{rejected}\n")  # plain write: one line per record, no markup parsing
 
     try:
-        report = validate_file(file, quarantine, out, on_reject=print_rejected, progress=True)
+        report = validate_file(file, quarantine, out, print_rejected, progress=True)
     except (DataFileError, OSError) as e:  # FileNotFoundError included
         fail(escape(str(e)), 2)
     console.print(
@@ -88,6 +88,54 @@ def validate(
 
 # ---- simulator ----------------------------------------------------------------------------------
 # (section owned by the simulator work: simulate)
+
+
+@app.command()
+def simulate(
+    n: int = typer.Option(..., "--n", help="Number of records to simulate."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same file."),
+    out: Path = typer.Option(..., "--out", help="Output file: .jsonl, .jsonl.gz or .parquet."),
+    k: int = typer.Option(5, "--k", help="Products retrieved per query (1..50)."),
+    asr_error_rate: float = typer.Option(0.04, "--asr-error-rate", help="P(a spoken word is misrecognized)."),
+    retrieval_failure_rate: float = typer.Option(
+        0.05, "--retrieval-failure-rate", help="P(retrieval returns irrelevant products)."
+    ),
+    miss_rate: float = typer.Option(
+        0.12, "--miss-rate", help="Label noise: P(no carousel tap | visual intent), the user was busy."
+    ),
+    accidental_tap_rate: float = typer.Option(
+        0.025, "--accidental-tap-rate", help="Label noise: P(carousel tap | no visual intent)."
+    ),
+    screen_rate: float = typer.Option(0.9, "--screen-rate", help="P(a screen device is reachable)."),
+    catalog_seed: int = typer.Option(0, "--catalog-seed", help="Seed of the simulated catalogue."),
+) -> None:
+    """Simulate a realistic voice-shopping log (utterances, intents, retrieved products, noisy taps)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from irp.data.io import DataFileError
+    from irp.data.simulate import SimConfig, simulate_to_file
+
+    config = SimConfig(
+        n=n, seed=seed, k=k, asr_error_rate=asr_error_rate, retrieval_failure_rate=retrieval_failure_rate,
+        miss_rate=miss_rate, accidental_tap_rate=accidental_tap_rate, screen_rate=screen_rate,
+        catalog_seed=catalog_seed,
+    )
+    try:
+        config.check()
+        summary = simulate_to_file(out, config, progress=True)
+    except (ValueError, DataFileError, OSError) as e:  # DataFileError: unsupported suffix
+        fail(escape(str(e)), 2)
+    console.print(
+        f"{escape(str(out))}: {summary.rows:,} records in {summary.seconds:.1f} s; "
+        f"positive rate {summary.positive_rate:.1%}, true visual intent {summary.true_positive_rate:.1%}, "
+        f"label noise {summary.label_noise_rate:.1%}"
+    )
+    table = Table("target category", "rows", "label rate", "true rate", title="per category")
+    for name, row in sorted(summary.per_category.items(), key=lambda kv: -kv[1]["true_rate"]):
+        table.add_row(name, f"{row['rows']:,}", f"{row['positive_rate']:.1%}", f"{row['true_rate']:.1%}")
+    console.print(table)
+    console.print("intents: " + ", ".join(f"{name} {count:,}" for name, count in summary.per_intent.items()))
 
 # ---- importers and baselines --------------------------------------------------------------------
 # (section owned by the evaluation work: import simmc, baseline)
@@ -279,7 +327,7 @@ def train(
     epochs: int = typer.Option(3, "--epochs"),
     max_steps: int = typer.Option(0, "--max-steps", help="Stop after this many optimiser steps (0 = no cap)."),
     batch_size: int = typer.Option(32, "--batch-size"),
-    lr: float = typer.Option(5e-5, "--lr"),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 5e-5 x sqrt(batch / 32))."),
     target_precision: float = typer.Option(0.8, "--target-precision", help="Validation precision the threshold must reach."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     seed: int = typer.Option(13, "--seed"),
@@ -298,7 +346,7 @@ def train(
     """Train the IRP classifier, choose the operating point on --valid, and write the model artifact."""
     from rich.markup import escape
 
-    from irp.config import IRPConfig, parse_fields
+    from irp.config import IRPConfig, default_lr, parse_fields
     from irp.data.io import DataFileError, InvalidRecordError
     from irp.model.encoder import BackboneError
     from irp.train import default_cache_dir
@@ -308,7 +356,7 @@ def train(
     try:
         config = IRPConfig(
             backbone=backbone, fields=parse_fields(fields), summarizer=summarizer, loss=loss, alpha=alpha, beta=beta,
-            epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, target_precision=target_precision,
+            epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr if lr is not None else default_lr(batch_size), target_precision=target_precision,
             device=device, seed=seed, context_turns=context_turns, mmr_m=mmr_m, mmr_lambda=mmr_lambda,
             eval_every=eval_every, patience=patience, checkpoint_every=checkpoint_every, compile=compile_model,
         )
@@ -414,6 +462,166 @@ def predict(
     write_records(out, records)
     console.print(f"{len(records):,} records scored at threshold {thr:.4g}; {int((probs >= thr).sum()):,} image-seeking -> {out}")
 
+
+# ---- experiments: ablate ------------------------------------------------------------------------
+
+
+@app.command()
+def ablate(
+    table: str = typer.Option("all", "--table", help="1, 2, 3, sweep, robustness, transfer, a comma list, or all."),
+    train_file: Path = typer.Option(..., "--train", help="Training records (simulated log: robustness needs true_intent)."),
+    valid_file: Path = typer.Option(..., "--valid", help="Validation records: early stopping and every threshold."),
+    test_file: Path = typer.Option(..., "--test", help="Test records: every reported metric."),
+    out: Path = typer.Option(..., "--out", help="Output folder: tables (.md/.csv/.json), plots/, RESULTS.md, cache/."),
+    seeds: int | None = typer.Option(None, "--seeds", help="Seeds per model row (default 3; 1 with --quick)."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny encoder, small data, 1 seed: the whole pipeline in minutes."),
+    backbone: str | None = typer.Option(
+        None, "--backbone", help="Primary backbone (default minilm-l6; a tiny random encoder with --quick)."
+    ),
+    backbones: str = typer.Option("", "--backbones", help="Extra backbones for tables 1-3 (comma list, names or folders)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs per run (default 3; 2 with --quick)."),
+    max_steps: int = typer.Option(0, "--max-steps", help="Optimiser steps per run (0 = no cap)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size (default 32)."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 5e-5 x sqrt(batch/32); 3e-3 with --quick)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    max_train: int | None = typer.Option(
+        None, "--max-train", help="Random subset of N training records (default all; 500 with --quick)."
+    ),
+    max_eval: int | None = typer.Option(
+        None, "--max-eval", help="Cap every validation/test set at N records (default all; 300 with --quick)."
+    ),
+    jobs: int = typer.Option(1, "--jobs", help="Runs in parallel worker processes (e.g. 4 on one GPU)."),
+    operating_point: str = typer.Option(
+        "f05", "--operating-point", help="f05 (max F0.5 on valid) or target (max recall at --target-precision)."
+    ),
+    target_precision: float = typer.Option(0.8, "--target-precision", help="Used by --operating-point target."),
+    alphas: str | None = typer.Option(None, "--alphas", help="Sweep grid of α (default 0.5,1; 1 with --quick)."),
+    betas: str | None = typer.Option(None, "--betas", help="Sweep grid of β (default 0,0.5,1,2; 0,1 with --quick)."),
+    corruptions: str = typer.Option("0,0.25,0.5,1", "--corruptions", help="Shares of products replaced at test time."),
+    n_boot: int | None = typer.Option(None, "--n-boot", help="Bootstrap resamples (default 1000; 200 with --quick)."),
+    simmc_dir: Path | None = typer.Option(None, "--simmc-dir", help="Folder with simmc1_fashion/ and simmc1_furniture/."),
+    keep_models: bool = typer.Option(False, "--keep-models", help="Keep every model artifact under OUT/models/."),
+    report: Path | None = typer.Option(None, "--report", help="Also write the report here (plots go to its folder/results/)."),
+) -> None:
+    """Reproduce the paper's ablations: mean ± std over seeds, paired bootstrap against each table's reference.
+
+    Finished runs are cached in OUT/cache: rerunning the same command continues where it stopped.
+    """
+    from rich.markup import escape
+
+    from irp.experiments import AblationOptions, parse_floats, parse_tables, run_ablation
+    from irp.model.encoder import BackboneError
+
+    _configure_torch_threads()
+    try:
+        opts = AblationOptions.create(
+            quick, train=train_file, valid=valid_file, test=test_file, out=out, tables=parse_tables(table),
+            seeds=seeds, backbone=backbone, backbones=tuple(b.strip() for b in backbones.split(",") if b.strip()),
+            epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, device=device, max_train=max_train,
+            max_eval=max_eval, jobs=jobs, operating_point=operating_point, target_precision=target_precision,
+            alphas=parse_floats(alphas) if alphas is not None else None,
+            betas=parse_floats(betas) if betas is not None else None,
+            corruptions=parse_floats(corruptions), n_boot=n_boot, simmc_dir=simmc_dir, keep_models=keep_models,
+            report=report,
+        )
+        opts.check()
+        run_ablation(opts, console)
+    except (BackboneError, ValueError, FileNotFoundError) as e:
+        fail(escape(str(e)))
+
+
+# ---- serving: export-onnx, serve ----------------------------------------------------------------
+# (section owned by the serving work)
+
+
+@app.command("export-onnx")
+def export_onnx_command(
+    model: Path = typer.Option(..., "--model", help="Model artifact directory; writes MODEL/onnx/."),
+    int8: bool = typer.Option(False, "--int8", help="Also write an int8 model (8-bit weights, dynamic activations)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Parity records (labelled for the AP check); default: the artifact's validation file."
+    ),
+    max_records: int = typer.Option(2000, "--max-records", help="Parity records used at most."),
+    int8_scheme: str = typer.Option("blockwise", "--int8-scheme", help="blockwise (default) or per-channel."),
+    force: bool = typer.Option(False, "--force", help="Install the export even when a parity check fails."),
+) -> None:
+    """Export the model to ONNX (fp32, and int8 with --int8) and check parity against torch.
+
+    Exit 0 when every parity check passes (files installed in MODEL/onnx/), 1 when one fails (nothing
+    installed unless --force), 2 on unusable arguments.
+    """
+    from rich.markup import escape
+
+    from irp.export import INT8_SCHEMES, ExportError, export_onnx, format_report
+
+    _configure_torch_threads()
+    if int8_scheme not in INT8_SCHEMES:
+        fail(f"--int8-scheme must be one of {', '.join(INT8_SCHEMES)}, got {int8_scheme!r}")
+    if max_records < 3:
+        fail("--max-records must be at least 3")
+    if not (model / "config.json").is_file():
+        fail(escape(f"{model} is not an irp model directory (no config.json)"))
+    with err_console.status("exporting...") as status:
+        try:
+            report = export_onnx(
+                model, int8=int8, data=data, max_records=max_records, int8_scheme=int8_scheme, force=force,
+                log=lambda message: status.update(escape(message) + "..."),
+            )
+        except ExportError as e:
+            fail(escape(str(e)), 1)
+        except (FileNotFoundError, ValueError) as e:  # unreadable parity data, bad records
+            fail(escape(str(e)))
+    for line in format_report(report):
+        console.print(escape(line))
+    for name, path in report.files.items():
+        console.print(f"{name} -> {escape(path)}")
+    if not report.passed:
+        err_console.print("[bold yellow]warning:[/] installed despite failed parity (--force)")
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    model: Path = typer.Option(..., "--model", help="Model artifact directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address; non-loopback needs a token."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto (ONNX when exported), torch, onnx, onnx-fp32, onnx-int8."),
+    token: str | None = typer.Option(
+        None, "--token", help="Require 'Authorization: Bearer TOKEN' (default: env IRP_SERVE_TOKEN; none = no auth)."
+    ),
+    cooldown: float = typer.Option(600.0, "--cooldown", help="Seconds before a session may be offered a switch again."),
+    threads: int = typer.Option(1, "--threads", help="Intra-op threads per request (requests also run in parallel)."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+) -> None:
+    """Serve the model over HTTP: /v1/predict, /v1/predict/batch, /healthz, /readyz, /v1/model, /metrics."""
+    import os
+
+    from rich.markup import escape
+
+    from irp.serve import TOKEN_ENV, Engine, ServeSettings, create_app, is_loopback, load_classifier
+
+    token = token or os.environ.get(TOKEN_ENV) or None  # the environment keeps it out of `ps` listings
+    if not is_loopback(host) and token is None:
+        fail(f"refusing to bind {escape(host)} without auth: pass --token or set {TOKEN_ENV}, or bind 127.0.0.1")
+    if not 0 < port < 65536:
+        fail(f"--port must be in 1..65535, got {port}")
+    if cooldown < 0 or threads < 1:
+        fail("--cooldown must be >= 0 and --threads >= 1")
+    _configure_torch_threads()
+    try:
+        engine = Engine(load_classifier(model, runtime, threads), model)
+    except (FileNotFoundError, ValueError) as e:
+        fail(escape(str(e)))
+    engine.warm_up()
+    app_ = create_app(engine, ServeSettings(token=token, cooldown_s=cooldown))
+    console.print(
+        f"serving {escape(str(model))} (version {engine.version}, runtime {engine.runtime}, threshold "
+        f"{engine.threshold:.4g}) on http://{escape(host)}:{port} "
+        + ("with bearer-token auth" if token else "without auth (loopback only)")
+    )
+    import uvicorn
+
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=access_log, timeout_keep_alive=30)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ class IRPConfig:
     device: str = "auto"
     seed: int = 13
     compile: bool = False
-    num_workers: int = 0
+    num_workers: int = -1  # batch-collating worker processes; -1 = 4 on CUDA, none on CPU
 
     def __post_init__(self) -> None:
         if self.summarizer not in SUMMARIZERS:
@@ -114,6 +114,15 @@ def parse_fields(spec: str) -> tuple[str, ...]:
     ('utterance', 'intent', 'title')
     """
     return tuple(part.strip() for part in spec.split(",") if part.strip())
+
+
+def default_lr(batch_size: int, base: float = 5e-5, base_batch: int = 32) -> float:
+    """Square-root scaling: large batches keep quality with a proportionally larger step (capped).
+
+    >>> default_lr(32), round(default_lr(512), 6)
+    (5e-05, 0.0002)
+    """
+    return min(base * (batch_size / base_batch) ** 0.5, 1e-3)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:

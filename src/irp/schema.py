@@ -204,7 +204,7 @@ def _product(i: int, product: Any) -> dict[str, Any]:
     clean: dict[str, Any] = {}
     for key, value in product.items():
         t = type(value)
-        if t is str:
+        if t is str and key != "price":
             clean[key] = value
         elif key == "price":
             if value is None:
@@ -239,7 +239,7 @@ def _products(value: Any) -> list[dict[str, Any]]:
             if type(title) is str and title and not title.isspace():
                 for key, attr in product.items():
                     t = type(attr)
-                    if t is str:
+                    if t is str and key != "price":
                         continue
                     if t is list:
                         for item in attr:

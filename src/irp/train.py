@@ -13,6 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,33 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class _CollatedBatches(torch.utils.data.Dataset):
+    """Item i = the padded tensors of batch i, so DataLoader workers collate while the GPU trains."""
+
+    def __init__(self, featurizer: Featurizer, features: FeatureSet, batches: list[np.ndarray]) -> None:
+        self.featurizer, self.features, self.batches = featurizer, features, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.featurizer.collate(self.features, self.batches[i])
+
+
+def batch_loader(
+    featurizer: Featurizer, features: FeatureSet, batches: list[np.ndarray], device: torch.device, config: IRPConfig
+) -> Iterable[dict[str, torch.Tensor]]:
+    """Batches in the given order; with workers (default on CUDA) collation runs in background processes."""
+    dataset = _CollatedBatches(featurizer, features, batches)
+    workers = config.num_workers if config.num_workers >= 0 else (4 if device.type == "cuda" else 0)
+    if workers == 0:
+        return (dataset[i] for i in range(len(dataset)))
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=None, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
+        prefetch_factor=8, persistent_workers=False,
+    )
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -150,7 +178,7 @@ def default_cache_dir() -> Path:
 
 
 def prepare_features(
-    source: DataSource, featurizer: Featurizer, label_field: str, cache_dir: Path | None
+    source: DataSource, featurizer: Featurizer, label_field: str, cache_dir: Path | None, write_cache: bool = True
 ) -> tuple[FeatureSet, dict[str, Any]]:
     """Featurize records, or a file: a file's features are cached under a key of its sha256 and the input
     settings, so the second run on the same log skips reading and tokenizing. Returns (features, data info)."""
@@ -165,7 +193,7 @@ def prepare_features(
         info["cache"] = "hit"
     else:
         features = featurizer.featurize(load_records(source), label_field)
-        if entry is not None:
+        if entry is not None and write_cache:  # under DDP only rank 0 writes
             save_features(entry, features, featurizer)
             info["cache"] = "written"
     info["records"] = len(features)
@@ -210,8 +238,8 @@ def train(
 
     model, featurizer = build_model(config, allow_network)
     prep_started = time.perf_counter()
-    train_set, train_info = prepare_features(train_data, featurizer, label_field, cache_dir)
-    valid_set, valid_info = prepare_features(valid_data, featurizer, label_field, cache_dir)
+    train_set, train_info = prepare_features(train_data, featurizer, label_field, cache_dir, ctx.is_main)
+    valid_set, valid_info = prepare_features(valid_data, featurizer, label_field, cache_dir, ctx.is_main)
     data_info = {"train": train_info, "valid": valid_info}
     prep_s = time.perf_counter() - prep_started
     for name, fs in (("train", train_set), ("valid", valid_set)):
@@ -248,13 +276,16 @@ def train(
     with progress_bar(disable=quiet or not ctx.is_main) as bar:
         task = bar.add_task("train", total=total_steps, completed=state.step, loss=float("nan"), rate=0.0)
         tick, tick_step = time.perf_counter(), state.step
+        loop_started = time.perf_counter()
         while state.step < total_steps and not stop:
             batches = epoch_batches(train_set.lengths, config.batch_size, config.seed, state.epoch)
-            for b in range(state.batch_in_epoch, len(batches) - ctx.world_size + 1, ctx.world_size):
+            starts = range(state.batch_in_epoch, len(batches) - ctx.world_size + 1, ctx.world_size)
+            loader = batch_loader(featurizer, train_set, [batches[b + ctx.rank] for b in starts], device, config)
+            for b, batch in zip(starts, loader):
                 if state.step >= total_steps or stop:
                     break
                 model.train()
-                batch = to_device(featurizer.collate(train_set, batches[b + ctx.rank]), device)
+                batch = to_device(batch, device)
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(state.step, total_steps, warmup, config.lr)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -266,7 +297,7 @@ def train(
                 loss_sum += loss.detach()
                 state.step += 1
                 state.batch_in_epoch = b + ctx.world_size
-                if state.step % 20 == 0 or state.step == total_steps:
+                if state.step % 50 == 0 or state.step == total_steps:  # the only host sync: every 50 steps
                     now = time.perf_counter()
                     rate = (state.step - tick_step) * config.batch_size * ctx.world_size / max(now - tick, 1e-9)
                     bar.update(task, completed=state.step, loss=loss_sum.item() / (state.step - tick_step), rate=rate)
@@ -279,6 +310,9 @@ def train(
             else:
                 state.epoch += 1
                 state.batch_in_epoch = 0
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    loop_s = time.perf_counter() - loop_started
     if ctx.is_main:
         save_checkpoint(ckpt_dir / "last", model, optimizer, state)
     ctx.barrier()
@@ -294,6 +328,8 @@ def train(
         "early_stopped": state.evals_without_gain >= config.patience,
         "wall_s": round(time.perf_counter() - started, 2),
         "featurize_s": round(prep_s, 2),
+        "train_loop_s": round(loop_s, 2),  # optimiser steps + in-loop validations, this process's session
+        "eval_s": round(sum(h.get("eval_s", 0.0) for h in state.history or []), 2),
         "device": str(device),
         "world_size": ctx.world_size,
         "truncations": dict(featurizer.truncations),
@@ -325,8 +361,10 @@ def _evaluate_and_keep_best(
     """Validate on rank 0, save the best model, and tell every rank whether to stop early."""
     stop = False
     if ctx.is_main:
+        started = time.perf_counter()
         ap = average_precision(valid_set.labels, score(model, featurizer, valid_set, device))
-        state.history = (state.history or []) + [{"step": state.step, "valid_ap": round(float(ap), 5)}]
+        entry = {"step": state.step, "valid_ap": round(float(ap), 5), "eval_s": round(time.perf_counter() - started, 3)}
+        state.history = (state.history or []) + [entry]
         if ap > state.best_ap:
             state.best_ap, state.best_step, state.evals_without_gain = float(ap), state.step, 0
             tmp = ckpt_dir / "best.tmp"

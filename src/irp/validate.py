@@ -7,17 +7,28 @@ non-blank JSONL line, every Parquet row) ends up in exactly one of the two outpu
 from __future__ import annotations
 
 import contextlib
-import gzip
-import json
 import re
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import Any
 
-from irp.data.io import DataFileError, PathLike, RejectedRecord, atomic_path, file_format, iter_records, write_records
+from irp.data.io import (
+    DataFileError,
+    PathLike,
+    RecordWriter,
+    WRITE_ROWS,
+    RejectedRecord,
+    check_readable,
+    file_format,
+    gc_paused,
+    parse_chunk,
+    progress_bar,
+    progress_total,
+    read_chunks,
+)
 
 QUARANTINE_FORMATS = (".jsonl", ".jsonl.gz")
 _INDEX = re.compile(r"\[\d+\]")
@@ -51,25 +62,14 @@ class ValidationReport:
 
 def check_paths(path: PathLike, quarantine: PathLike | None = None, out: PathLike | None = None) -> None:
     """Raise FileNotFoundError / DataFileError for arguments that cannot work, before reading anything."""
-    path = Path(path)
-    file_format(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if not path.is_file():
-        raise DataFileError(f"{path}: not a regular file")
+    check_readable(path)
     if quarantine is not None and file_format(quarantine) not in QUARANTINE_FORMATS:
         raise DataFileError(f"{quarantine}: the quarantine file must be {' or '.join(QUARANTINE_FORMATS)}")
     if out is not None:
         file_format(out)
     outputs = [Path(p).resolve() for p in (quarantine, out) if p is not None]
-    if path.resolve() in outputs or len(set(outputs)) < len(outputs):
+    if Path(path).resolve() in outputs or len(set(outputs)) < len(outputs):
         raise DataFileError("input, --quarantine and --out must be three different files")
-
-
-def _open_text(path: Path, gz: bool) -> IO[str]:
-    if gz:
-        return gzip.open(path, "wt", encoding="utf-8")
-    return open(path, "w", encoding="utf-8")
 
 
 def validate_file(
@@ -81,32 +81,42 @@ def validate_file(
 ) -> ValidationReport:
     """Validate every record of `path`; write rejects to `quarantine` and valid records to `out`.
 
-    `on_reject` sees each rejection as it happens (the CLI prints it). The outputs that were asked
+    `on_reject` sees each rejection, in input order (the CLI prints it). The outputs that were asked
     for are written atomically, and always (empty when nothing goes there). The quarantine is JSONL
     of RejectedRecord.quarantine_entry() objects, in input order.
     """
     check_paths(path, quarantine, out)
+    path = Path(path)
     report = ValidationReport(path=str(path))
     start = time.perf_counter()
+    total = progress_total(path) if progress else None
     with contextlib.ExitStack() as stack:
-        q_file: IO[str] | None = None
-        if quarantine is not None:
-            q_tmp = stack.enter_context(atomic_path(quarantine))
-            q_file = stack.enter_context(_open_text(q_tmp, gz=file_format(quarantine) == ".jsonl.gz"))
-
-        def reject(rejected: RejectedRecord) -> None:
-            report.n_rejected += 1
-            report.reasons[(field_pattern(rejected.field), rejected.kind)] += 1
-            if q_file is not None:
-                q_file.write(json.dumps(rejected.quarantine_entry(), ensure_ascii=False) + "\n")
-            if on_reject is not None:
-                on_reject(rejected)
-
-        records = iter_records(path, reject, progress=progress)
-        if out is not None:
-            report.n_accepted = write_records(out, records)
-        else:
-            report.n_accepted = sum(1 for _ in records)
+        q_writer = stack.enter_context(RecordWriter(quarantine)) if quarantine is not None else None
+        writer = stack.enter_context(RecordWriter(out)) if out is not None else None
+        update = stack.enter_context(progress_bar(f"validating {path.name}", total, progress))
+        for chunk in read_chunks(path, update):
+            accepted: list[dict[str, Any]] = []
+            rejected: list[RejectedRecord] = []
+            with gc_paused():
+                for item in parse_chunk(str(path), chunk):
+                    if type(item) is not dict:
+                        rejected.append(item)  # type: ignore[arg-type]
+                        continue
+                    report.n_accepted += 1
+                    if writer is not None:
+                        accepted.append(item)
+                        if len(accepted) == WRITE_ROWS:
+                            writer.write(accepted)
+                            accepted = []
+                if writer is not None and accepted:
+                    writer.write(accepted)
+            for r in rejected:
+                report.n_rejected += 1
+                report.reasons[(field_pattern(r.field), r.kind)] += 1
+                if on_reject is not None:
+                    on_reject(r)
+            if q_writer is not None and rejected:
+                q_writer.write([r.quarantine_entry() for r in rejected])
     report.n_in = report.n_accepted + report.n_rejected
     report.seconds = time.perf_counter() - start
     return report

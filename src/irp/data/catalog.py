@@ -179,7 +179,7 @@ CATEGORIES: tuple[Category, ...] = (
         ("educational", "classic", "wooden", "interactive", "collectible", "dinosaur", "unicorn"),
         ("plastic", "wood", "plush", "cardboard"),
         30.0, ("kids", "children", "birthday", "christmas", "gift", "nursery", "toddler"),
-        ("ages 3 and up", "ages 8 and up", "500 pieces", "1000 pieces"), n_products=200,
+        ("ages 3 and up", "ages 8 and up", "ages 5 and up"), n_products=200,
     ),
     Category(
         "beauty", 0.55,
@@ -194,7 +194,7 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "kitchenware", 0.42,
         ("dinnerware set", "coffee mug", "cookware set", "mixing bowls", "cutting board", "knife set",
-         "water bottle", "cast iron skillet", "food storage containers"),
+         "water bottle", "cast iron skillet", "food storage containers", "drinking glasses"),
         ("chefline", "hearth and fern", "everyday basics", "copper and co"),
         ("white", "black", "gray", "blue", "green", "red", "stainless", "copper"),
         ("modern", "farmhouse", "classic", "nonstick", "stackable"),
@@ -205,7 +205,7 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "electronics", 0.40,
         ("wireless earbuds", "headphones", "bluetooth speaker", "smart speaker", "fitness tracker",
-         "tablet case", "phone case", "webcam"),
+         "tablet case", "phone case", "webcam", "laptop bag"),
         ("soundcore one", "auralux", "voltix", "everyday basics", "pixelpeak"),
         ("black", "white", "blue", "gray", "rose gold", "green", "clear"),
         ("noise cancelling", "waterproof", "sport", "compact", "premium"),
@@ -215,12 +215,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "sports", 0.36,
         ("yoga mat", "dumbbells", "resistance bands", "tent", "sleeping bag", "jump rope", "foam roller",
-         "camping chair"),
+         "camping chair", "gym bag"),
         ("trailhead", "fitcore", "northpeak", "summit gear"),
         ("black", "blue", "green", "purple", "gray", "orange", "red"),
         ("non slip", "adjustable", "lightweight", "heavy duty", "compact"),
         ("rubber", "foam", "nylon", "steel", "polyester"),
-        35.0, ("camping", "workout", "gym", "fitness", "outdoor", "hiking"), ("set of 2", "6 mm", "4 person"),
+        35.0, ("camping", "workout", "gym", "fitness", "outdoor", "hiking"), ("set of 2", "large", "small"),
         n_products=150,
     ),
     Category(
@@ -231,7 +231,7 @@ CATEGORIES: tuple[Category, ...] = (
         ("brown", "gray", "black", "blue", "red", "beige"),
         ("orthopedic", "grain free", "natural", "durable", "clumping"),
         ("plush", "nylon", "chicken", "salmon", "clay"),
-        25.0, ("dog", "cat", "puppy", "kitten", "pet"), ("large", "small", "15 lb", "30 lb"), n_products=140,
+        25.0, ("dog", "cat", "puppy", "kitten", "pet"), ("large", "small", "medium"), n_products=140,
     ),
     # ---- non-visual consumables and utilities -------------------------------------------------
     Category(
@@ -332,7 +332,7 @@ CATEGORIES: tuple[Category, ...] = (
         ("black", "tri color", "cyan", "magenta", "yellow"),
         ("high yield", "standard yield", "remanufactured", "original", "xl"),
         ("ink", "toner", "paper"),
-        30.0, ("printer", "office", "school", "home office"), ("2 pack", "combo pack", "500 sheets"),
+        30.0, ("printer", "office", "school", "home office"), ("2 pack", "3 pack", "value pack"),
         n_products=100,
     ),
 )
@@ -462,7 +462,7 @@ NEEDS: tuple[tuple[str, str, dict[str, float]], ...] = (
     ("chore", "something to {chore}", {}),
     ("self", "something comfy to wear", {"apparel": 4, "shoes": 2}),
     ("self", "something to stay healthy", {"vitamins": 4, "groceries": 1.5, "sports": 2, "coffee": 0.5}),
-    ("self", "my phone keeps dying", {"chargers": 6, "electronics": 1}),
+    ("self", "something for my dying phone", {"chargers": 6, "electronics": 1}),
     ("self", "office supplies", {"printer ink": 4, "chargers": 2, "furniture": 1, "lighting": 1,
                                  "electronics": 1, "coffee": 1}),
     ("self", "stuff for the new apartment", {"furniture": 2, "home decor": 2, "kitchenware": 2, "rugs": 1,
@@ -506,8 +506,6 @@ CHORES: dict[str, dict[str, float]] = {
 }
 PETS = ("dog", "cat", "puppy", "kitten")
 
-# Intents in the order of irp.schema.INTENTS.
-INTENTS = ("search", "buy", "reorder", "add_to_cart", "price_check", "product_question", "deals", "browse")
 
 # Templates per intent; {np} is the noun phrase of what is wanted. Visual cue words (show, see, look)
 # come with the intent: browsing shoppers ask to *see*.

@@ -51,12 +51,14 @@ def load_tokenizer(location: str) -> PreTrainedTokenizerBase:
 
 def load_encoder(location: str, attn_implementation: str = "sdpa") -> PreTrainedModel:
     """Load pretrained encoder weights (safetensors only; never unpickles)."""
+    import torch
+
+    # fp32 master weights whatever the checkpoint's dtype; bf16 comes from autocast at run time.
+    kwargs = {"use_safetensors": True, "dtype": torch.float32, **_offline_kwargs(location)}
     try:
-        return AutoModel.from_pretrained(
-            location, use_safetensors=True, attn_implementation=attn_implementation, **_offline_kwargs(location)
-        )
+        return AutoModel.from_pretrained(location, attn_implementation=attn_implementation, **kwargs)
     except ValueError:  # some architectures have no SDPA kernel
-        return AutoModel.from_pretrained(location, use_safetensors=True, **_offline_kwargs(location))
+        return AutoModel.from_pretrained(location, **kwargs)
 
 
 def encoder_from_config(config_dict: dict, attn_implementation: str = "sdpa") -> PreTrainedModel:

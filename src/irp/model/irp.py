@@ -27,6 +27,8 @@ class IRPModel(nn.Module):
     def __init__(self, encoder: PreTrainedModel, config: IRPConfig, pad_id: int = 0) -> None:
         super().__init__()
         self.config = config
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # we mean-pool token states; an unused pooler would also break DDP's reducer
         self.encoder = encoder
         self.pad_id = pad_id
         hidden = encoder.config.hidden_size
@@ -71,9 +73,13 @@ class IRPModel(nn.Module):
         hidden = self.encoder(
             inputs_embeds=embeds, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state  # [B, T, H]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B, H]
-        logits = self.head(self.dropout(pooled)).squeeze(-1).float()  # [B]
+        # Pool and project in fp32 even under bf16 autocast: a bf16 logit has 8 mantissa bits, which would put
+        # the probabilities on a coarse grid, tie many scores and make the threshold choice jumpy.
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            hidden = hidden.float()
+            mask = attention_mask.unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B, H]
+            logits = self.head(self.dropout(pooled)).squeeze(-1)  # [B]
         loss = None
         if labels is not None:
             loss = irp_loss(logits, labels.float(), self.config.loss, self.config.alpha, self.config.beta)

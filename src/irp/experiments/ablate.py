@@ -1,0 +1,366 @@
+"""`irp ablate`: plan the runs of the requested tables, run what is not cached yet, compute and write the tables,
+the plots and the report.
+
+Layout of OUT:
+    table1.md / .csv / .json, table2.*, table3.*, sweep.*, robustness_retrieval.*, robustness_labels.*, transfer.*
+    plots/*.png          PR curves, sweep operating points, retrieval-failure curve
+    RESULTS.md           the report (irp.report), also written to --report PATH with its plots beside it
+    ablate_meta.json     hardware, data sizes, wall times and the command of every invocation
+    cache/runs/<key>/    scores of finished runs (the resume state); cache/data/ imported SIMMC records
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from irp.config import IRPConfig, default_lr
+from irp.experiments.data import SIMMC_SOURCES, DataContext, DataSpec, default_simmc_dir
+from irp.experiments.render import to_csv, to_json, to_markdown, to_rich
+from irp.experiments.runner import (
+    ModelSpec,
+    RunCache,
+    RunReport,
+    RunTask,
+    Runtime,
+    default_threads,
+    feature_units,
+    run_all,
+)
+from irp.experiments.tables import (
+    TABLES,
+    EvalSettings,
+    TableResult,
+    TableSettings,
+    TableSpec,
+    backbone_label,
+    build_tables,
+    compute_table,
+)
+from irp.fileio import atomic_write_text
+
+# Defaults that --quick changes: small data, a tiny encoder, one seed, a coarse sweep, fewer resamples.
+# Without --lr the learning rate is default_lr(batch size), as for `irp train`.
+FULL_DEFAULTS: dict[str, Any] = dict(
+    seeds=3, epochs=3, batch_size=32, max_train=0, max_eval=0, n_boot=1000,
+    alphas=(0.5, 1.0), betas=(0.0, 0.5, 1.0, 2.0),
+)
+QUICK_DEFAULTS: dict[str, Any] = dict(
+    seeds=1, epochs=2, lr=3e-3, batch_size=32, max_train=500, max_eval=300, n_boot=200,
+    alphas=(1.0,), betas=(0.0, 1.0),
+)
+
+
+@dataclass(frozen=True)
+class AblationOptions:
+    train: Path
+    valid: Path
+    test: Path
+    out: Path
+    tables: tuple[str, ...] = TABLES
+    quick: bool = False
+    seeds: int = 3
+    backbone: str | None = None  # None: minilm-l6, or the tiny encoder with --quick
+    backbones: tuple[str, ...] = ()  # extra backbones: tables 1-3 are repeated for each
+    epochs: int = 3
+    max_steps: int = 0
+    batch_size: int = 32
+    lr: float = 5e-5
+    device: str = "auto"
+    max_train: int = 0
+    max_eval: int = 0
+    jobs: int = 1
+    operating_point: str = "f05"
+    target_precision: float = 0.8
+    alphas: tuple[float, ...] = (0.5, 1.0)
+    betas: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+    corruptions: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+    n_boot: int = 1000
+    simmc_dir: Path | None = None
+    keep_models: bool = False
+    report: Path | None = None
+    command: str = ""
+
+    def as_command(self) -> str:
+        """The `irp ablate` command line that reproduces these options (non-default flags only).
+
+        >>> AblationOptions(Path("t.jsonl"), Path("v.jsonl"), Path("x.jsonl"), Path("out"), seeds=5).as_command()
+        'irp ablate --table all --train t.jsonl --valid v.jsonl --test x.jsonl --out out --seeds 5'
+        """
+        paths = dict(train=self.train, valid=self.valid, test=self.test, out=self.out)
+        defaults = AblationOptions.create(self.quick, **paths)
+        table = "all" if set(self.tables) == set(TABLES) else ",".join(self.tables)
+        args = ["irp", "ablate", "--table", table]
+        args += [part for name, path in paths.items() for part in (f"--{name}", str(path))]
+        args += ["--quick"] if self.quick else []
+        for f in dataclasses.fields(self):
+            value, flag = getattr(self, f.name), f"--{f.name.replace('_', '-')}"
+            if f.name in (*paths, "tables", "quick", "command") or value == getattr(defaults, f.name):
+                continue
+            if isinstance(value, bool):
+                args.append(flag)
+            elif isinstance(value, tuple):
+                args += [flag, ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)]
+            else:
+                args += [flag, str(value)]
+        return shlex.join(args)
+
+    @classmethod
+    def create(cls, quick: bool = False, **given: Any) -> AblationOptions:
+        """Options from the given values (None = not given) over the full or the --quick defaults."""
+        values = dict(QUICK_DEFAULTS if quick else FULL_DEFAULTS)
+        values.update({k: v for k, v in given.items() if v is not None})
+        values.setdefault("lr", default_lr(values["batch_size"]))
+        return cls(quick=quick, **values)
+
+    def check(self) -> None:
+        """Raise ValueError naming the first unusable option."""
+        unknown = [t for t in self.tables if t not in TABLES]
+        if unknown:
+            raise ValueError(f"unknown table(s) {', '.join(unknown)}: use {', '.join(TABLES)} or all")
+        for name in ("train", "valid", "test"):
+            if not Path(getattr(self, name)).is_file():
+                raise ValueError(f"--{name} {getattr(self, name)}: no such file")
+        if self.seeds < 1 or self.jobs < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("--seeds, --jobs, --epochs and --batch-size must be >= 1")
+        if self.operating_point not in ("f05", "target"):
+            raise ValueError(f"--operating-point must be f05 or target, got {self.operating_point!r}")
+        if not 0.0 < self.target_precision <= 1.0:
+            raise ValueError("--target-precision must be in (0, 1]")
+        if not self.corruptions or any(not 0.0 <= f <= 1.0 for f in self.corruptions):
+            raise ValueError("--corruptions must be fractions in [0, 1] (at least one)")
+        if not self.alphas or not self.betas or any(a <= 0 for a in self.alphas) or any(b < 0 for b in self.betas):
+            raise ValueError("--alphas must be > 0 and --betas >= 0 (at least one of each)")
+        if self.n_boot < 1:
+            raise ValueError("--n-boot must be >= 1")
+        if self.simmc_dir is not None and "transfer" in self.tables:
+            missing = [rel for rel in SIMMC_SOURCES.values() if not (Path(self.simmc_dir) / rel).is_file()]
+            if missing:
+                raise ValueError(f"--simmc-dir {self.simmc_dir} lacks {', '.join(missing)}")
+
+
+def parse_tables(spec: str) -> tuple[str, ...]:
+    """`--table` value: one name, a comma-separated list, or `all`.
+
+    >>> parse_tables("all") == TABLES, parse_tables("1, sweep")
+    (True, ('1', 'sweep'))
+    """
+    names = tuple(p.strip() for p in spec.split(",") if p.strip())
+    return TABLES if "all" in names else names
+
+
+def parse_floats(spec: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers; percentages allowed.
+
+    >>> parse_floats("0, 25%, 0.5,1")
+    (0.0, 0.25, 0.5, 1.0)
+    """
+    out = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        try:
+            out.append(float(part[:-1]) / 100 if part.endswith("%") else float(part))
+        except ValueError:
+            raise ValueError(f"not a number: {part!r}") from None
+    return tuple(out)
+
+
+# ---- planning -------------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    tasks: list[RunTask]
+    labels: dict[str, str]  # run key -> "table · row · seed s" of its first use
+    n_runs: int  # distinct (model, seed) runs the tables need
+    cached: int  # of which every needed score is cached
+
+
+def plan_runs(specs: Sequence[TableSpec], ctx: DataContext, cache: RunCache, seeds: int) -> Plan:
+    """The distinct runs the tables need (shared runs once) and which record sets each still has to score."""
+    needed: dict[str, tuple[ModelSpec, int, set[str]]] = {}
+    labels: dict[str, str] = {}
+    for table in specs:
+        for row in table.rows:
+            if row.model is None:
+                continue
+            for seed in row.seeds(seeds):
+                key = row.model.key(seed, ctx)
+                entry = needed.setdefault(key, (row.model, seed, set()))
+                entry[2].update((row.valid_set, row.eval_set))
+                suffix = f" · seed {seed}" if row.model.kind == "irp" else ""
+                labels.setdefault(key, f"{table.key} · {row.name}{suffix}")
+    tasks = []
+    for key, (spec, seed, sets) in needed.items():
+        missing = tuple(sorted(s for s in sets if not cache.has(key, s, ctx.fingerprint(s))))
+        if missing:
+            tasks.append(RunTask(spec, seed, key, missing))
+    return Plan(tasks, labels, len(needed), len(needed) - len(tasks))
+
+
+# ---- environment ----------------------------------------------------------------------------------------
+def hardware(device: str = "auto") -> dict[str, Any]:
+    """CPU model and cores, and the GPU that training used (if any)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cpu_cores": os.cpu_count(), "platform": platform.platform()}
+    import torch
+
+    info["torch_threads"] = torch.get_num_threads()
+    if device != "cpu" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def _options_dict(opts: AblationOptions) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
+
+
+def _data_sizes(ctx: DataContext) -> dict[str, dict[str, Any]]:
+    """Records, positives and (simulated logs) true_intent rate of every set used, in a fixed order."""
+    names = ["train", "valid", "test", *sorted(n for n in ctx.sizes() if n not in ("train", "valid", "test"))]
+    out = {}
+    for name in names:
+        records = ctx.records(name)
+        n, pos = len(records), sum(r.get("label") == 1 for r in records)
+        out[name] = {"records": n, "positives": pos, "positive_rate": round(pos / n, 4) if n else None}
+        if records and all(r.get("true_intent") in (0, 1) for r in records):
+            out[name]["true_intent_rate"] = round(sum(r["true_intent"] for r in records) / n, 4)
+    return out
+
+
+# ---- the command ----------------------------------------------------------------------------------------
+def run_ablation(opts: AblationOptions, console: Console | None = None) -> list[TableResult]:
+    """Run (or resume) the ablation described by `opts`; write every table, plot, the meta file and the report."""
+    from irp.experiments.figures import table_plots
+    from irp.report import write_report
+
+    console = console or Console()
+    opts.check()
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    out = opts.out
+    (out / "cache").mkdir(parents=True, exist_ok=True)
+    backbone = opts.backbone or "minilm-l6"
+    if opts.quick and opts.backbone is None:
+        from irp.model.encoder import build_tiny_encoder
+
+        tiny = out / "cache" / "tiny-backbone"
+        if not (tiny / "config.json").exists():
+            build_tiny_encoder(tiny)
+        backbone = str(tiny.resolve())
+    simmc_dir = opts.simmc_dir if opts.simmc_dir is not None else default_simmc_dir()
+    ctx = DataContext(DataSpec(
+        Path(opts.train), Path(opts.valid), Path(opts.test), out / "cache" / "data",
+        opts.max_train, opts.max_eval, simmc_dir,
+    ))
+    base = IRPConfig(
+        backbone=backbone, epochs=opts.epochs, max_steps=opts.max_steps, batch_size=opts.batch_size, lr=opts.lr,
+        device=opts.device, target_precision=opts.target_precision, checkpoint_every=10**9,
+    )
+    settings = TableSettings(base, (backbone, *opts.backbones), opts.alphas, opts.betas, opts.corruptions)
+    specs = build_tables(opts.tables, settings, ctx)
+    cache = RunCache(out / "cache" / "runs")
+    plan = plan_runs(specs, ctx, cache, opts.seeds)
+    console.print(
+        f"[bold]irp ablate[/]: tables {', '.join(s.key for s in specs)}; backbone {backbone_label(backbone)}; "
+        f"{plan.n_runs} distinct runs, {plan.cached} cached, [bold]{len(plan.tasks)} to run[/] "
+        f"(jobs {opts.jobs}, device {opts.device})"
+    )
+    for task in plan.tasks:  # import SIMMC, write subsets and corrupted sets once here, before any worker starts
+        for name in {task.spec.train_set, task.spec.valid_set, *task.score_sets}:
+            ctx.path(name)
+    runtime = Runtime(
+        out / "cache" / "runs", out / "cache" / "scratch", out / "cache" / "features",
+        out / "models" if opts.keep_models else None, default_threads(opts.jobs) if opts.jobs > 1 else 0,
+        write_features=opts.jobs == 1,
+    )
+    reports = _run_with_progress(plan, ctx, runtime, opts.jobs, console)
+
+    ev = EvalSettings(opts.seeds, opts.operating_point, opts.target_precision, opts.n_boot)  # type: ignore[arg-type]
+    results = []
+    for spec in specs:
+        table = compute_table(spec, ctx, cache, ev)
+        table.plots = table_plots(table, out / "plots")
+        data = table.to_dict()
+        for suffix, text in ((".md", to_markdown(data, "plots")), (".csv", to_csv(data)), (".json", to_json(data))):
+            atomic_write_text(out / f"{spec.key}{suffix}", text)
+        console.print(to_rich(data))
+        results.append(table)
+
+    meta = _write_meta(opts, out, ctx, cache, plan, reports, started, time.perf_counter() - t0, backbone)
+    report_path = write_report(out, opts.report)
+    console.print(
+        f"tables -> {out}/ ({', '.join(s.key for s in specs)}); report -> {report_path}; "
+        f"wall time {meta['wall_s']:.0f} s ({len(reports)} runs trained)"
+    )
+    return results
+
+
+def _run_with_progress(plan: Plan, ctx: DataContext, runtime: Runtime, jobs: int, console: Console) -> list[RunReport]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if not plan.tasks:
+        return []
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        units = len(feature_units(plan.tasks)) if jobs > 1 else 0
+        features_id = bar.add_task("tokenizing", total=units, visible=units > 0)
+        task_id = bar.add_task("runs", total=len(plan.tasks))
+
+        def on_done(report: RunReport) -> None:
+            training = report.meta.get("training") or {}
+            valid = report.meta.get("valid_metrics") or {}
+            detail = ""
+            if training:
+                detail = (f" ({training.get('steps')} steps on {training.get('device')}, "
+                          f"valid AP {valid.get('ap') or float('nan'):.3f})")
+            bar.console.print(f"  done {plan.labels[report.task.key]}: {report.seconds:.1f} s{detail}")
+            bar.advance(task_id)
+
+        return run_all(plan.tasks, ctx, runtime, jobs, on_done, lambda n: bar.update(features_id, completed=n))
+
+
+def _write_meta(
+    opts: AblationOptions, out: Path, ctx: DataContext, cache: RunCache, plan: Plan, reports: list[RunReport],
+    started: datetime, wall_s: float, backbone: str,
+) -> dict[str, Any]:
+    from irp.artifact import library_versions
+
+    path = out / "ablate_meta.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    all_runs = [cache.meta(k) or {} for k in plan.labels]
+    invocation = {
+        "command": opts.command or opts.as_command(),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "wall_s": round(wall_s, 1),
+        "runs_trained": len(reports),
+        "hardware": hardware(opts.device),
+    }
+    meta = {
+        **invocation,
+        "options": _options_dict(opts),
+        "backbone": backbone,
+        "data": _data_sizes(ctx),
+        "runs": {
+            "distinct": plan.n_runs, "cached_at_start": plan.cached, "trained_now": len(reports),
+            "compute_s_all_runs": round(sum(m.get("wall_s", 0.0) for m in all_runs), 1),
+        },
+        "versions": library_versions(),
+        "history": [*previous.get("history", []), invocation],
+    }
+    atomic_write_text(path, json.dumps(meta, indent=2, default=str) + "\n")
+    return meta

@@ -1,0 +1,101 @@
+"""Plots of the ablation tables (PNG, Agg canvas, written atomically); small enough to commit (dpi 100)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from irp.experiments.tables import RowResult, TableResult
+from irp.fileio import atomic_path
+from irp.plots import plot_pr_curves
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=100, bbox_inches="tight")
+    return path
+
+
+def pr_curves(rows: Sequence[RowResult], path: Path, title: str) -> Path | None:
+    """Precision-recall curves of seed 0 of each row (operating point marked); None when no row has both classes."""
+    curves, thresholds = [], []
+    for row in rows:
+        if row.curve is None:
+            continue
+        y, s, thr = row.curve
+        if 0 < y.sum() < y.size:
+            curves.append((row.name, y, s))
+            thresholds.append(thr)
+    if not curves:
+        return None
+    return plot_pr_curves(curves, path, thresholds, title=title)
+
+
+def _errorbar(ax, x: np.ndarray, rows: Sequence[RowResult], metric: str, label: str, **style) -> None:
+    mean = np.array([r.metrics[metric].mean for r in rows])
+    std = np.array([r.metrics[metric].std for r in rows])
+    ax.errorbar(x, mean, yerr=std, capsize=3, marker="o", label=label, **style)
+
+
+def sweep_operating_point(table: TableResult, path: Path) -> Path:
+    """Precision and recall at the chosen operating point (mean ± std over seeds) against β/α, one line per α."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    alphas = sorted({r.params["alpha"] for r in table.rows})
+    for i, alpha in enumerate(alphas):
+        rows = sorted((r for r in table.rows if r.params["alpha"] == alpha), key=lambda r: r.params["beta_over_alpha"])
+        x = np.array([r.params["beta_over_alpha"] for r in rows])
+        suffix = f" (α={alpha:g})" if len(alphas) > 1 else ""
+        _errorbar(ax, x, rows, "precision", "precision" + suffix, color="C0", linestyle=["-", "--", ":", "-."][i % 4])
+        _errorbar(ax, x, rows, "recall", "recall" + suffix, color="C1", linestyle=["-", "--", ":", "-."][i % 4])
+    ax.set(xlabel="β / α (weight of soft precision relative to BCE)", ylabel="test value at the chosen threshold",
+           ylim=(0, 1.01), title="Combined loss: operating point against β/α")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def retrieval_failure(table: TableResult, path: Path) -> Path:
+    """Precision, recall and AP (mean ± std) against the share of replaced products, with the no-product floors."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    rows = sorted((r for r in table.rows if "corruption" in r.params), key=lambda r: r.params["corruption"])
+    x = np.array([100 * r.params["corruption"] for r in rows])
+    floors = [r for r in table.rows if "corruption" not in r.params]
+    styles = ["--", ":", "-."]
+    for i, metric in enumerate(("precision", "recall", "ap")):
+        _errorbar(ax, x, rows, metric, {"ap": "AP"}.get(metric, metric), color=f"C{i}")
+        for j, floor in enumerate(floors):  # the floor's value of the same metric, in the metric's colour
+            ax.axhline(floor.metrics[metric].mean, color=f"C{i}", linestyle=styles[j % 3], linewidth=1)
+    for j, floor in enumerate(floors):  # one legend entry per floor model
+        ax.plot([], [], color="grey", linestyle=styles[j % 3], label=floor.name)
+    ax.set(xlabel="% of each record's products replaced by random products", ylabel="test value",
+           ylim=(0, 1.01), title="Retrieval failure at test time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def table_plots(table: TableResult, plot_dir: Path) -> list[str]:
+    """Write the plots of one table; returns their file names."""
+    written: list[Path | None] = []
+    if table.key in ("table1", "table2", "table3", "sweep"):
+        first = table.rows[0].group if table.rows else ""
+        rows = [r for r in table.rows if r.group == first]
+        written.append(pr_curves(rows, plot_dir / f"{table.key}_pr.png", f"{table.title} (seed 0)"))
+    if table.key == "sweep" and table.rows:
+        written.append(sweep_operating_point(table, plot_dir / "sweep_operating_point.png"))
+    if table.key == "robustness_retrieval" and table.rows:
+        written.append(retrieval_failure(table, plot_dir / "robustness_retrieval.png"))
+    if table.key == "transfer":
+        for group in dict.fromkeys(r.group for r in table.rows):
+            stem = group.lower().replace("simmc ", "").replace(" ", "_")
+            rows = [r for r in table.rows if r.group == group]
+            written.append(pr_curves(rows, plot_dir / f"transfer_{stem}_pr.png", f"{group} (seed 0)"))
+    return [p.name for p in written if p is not None]

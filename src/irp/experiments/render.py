@@ -1,0 +1,151 @@
+"""Rendering of ablation tables: Markdown (for RESULTS.md), CSV (one line per row, every number), JSON, and a
+rich table for the terminal. Pure functions of a table's dict (`TableResult.to_dict()` or its JSON)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any
+
+from irp.experiments.stats import METRICS, MeanStd, format_diff
+
+METRIC_NAMES = {"precision": "precision", "recall": "recall", "f05": "F0.5", "ap": "AP"}
+DIFF_METRICS = ("precision", "recall", "ap")  # the Δ columns shown in Markdown (CSV/JSON have all four)
+RULES = {
+    "f05": "the threshold that maximises F0.5 on the validation set",
+    "target": "the highest-recall threshold reaching precision {target:g} on the validation set "
+    "(F0.5-maximising where none reaches it)",
+}
+
+
+def _cell(metric: dict[str, Any]) -> str:
+    nan = float("nan")
+    return MeanStd(*(nan if metric.get(k) is None else metric[k] for k in ("mean", "std")), metric.get("n", 0)).format()
+
+
+def _has_groups(table: dict[str, Any]) -> bool:
+    return any(row["group"] for row in table["rows"])
+
+
+def markdown_rows(table: dict[str, Any]) -> list[list[str]]:
+    """Header + body cells of the Markdown table.
+
+    >>> t = {"rows": [{"name": "a", "group": "", "reference": True, "metrics": {m: {"mean": 0.5, "std": 0.1, "n": 2}
+    ...       for m in METRICS}, "vs_reference": None}]}
+    >>> markdown_rows(t)[1][:3]
+    ['a (reference)', '0.500 ± 0.100', '0.500 ± 0.100']
+    """
+    grouped = _has_groups(table)
+    header = (["group"] if grouped else []) + ["row"] + [METRIC_NAMES[m] for m in METRICS]
+    header += [f"Δ {METRIC_NAMES[m]} vs reference [95 % CI]" for m in DIFF_METRICS]
+    body = [header]
+    for row in table["rows"]:
+        cells = ([row["group"]] if grouped else []) + [row["name"] + (" (reference)" if row["reference"] else "")]
+        cells += [_cell(row["metrics"][m]) for m in METRICS]
+        vs = row.get("vs_reference") or {}
+        cells += ["—" if row["reference"] else format_diff(vs.get(m)) for m in DIFF_METRICS]
+        body.append(cells)
+    return body
+
+
+def footer(table: dict[str, Any]) -> list[str]:
+    """The lines under a table: evaluation data, seeds, operating point and how Δ was computed."""
+    s = table["settings"]
+    rule = RULES[s["operating_point"]].format(target=s["target_precision"])
+    lines = []
+    for group, g in table["groups"].items():
+        rate = g["positives"] / g["n"] if g["n"] else math.nan
+        where = f"{group}: " if group else ""
+        lines.append(
+            f"{where}evaluated on `{g['eval_set']}` against `{g['eval_label']}`: {g['n']:,} records, "
+            f"{g['positives']:,} positive ({rate:.1%}); reference row: {g['reference'] or 'none'}."
+        )
+    n_seeds = sorted({row["n_seeds"] for row in table["rows"]})
+    lines.append(
+        f"Cells: mean ± sample standard deviation over {'/'.join(map(str, n_seeds))} seed(s) (deterministic "
+        "baselines and the oracle: one), each seed at its own threshold, chosen as " + rule + "."
+    )
+    lines.append(
+        "Δ: difference of the seed means of the row and of its group's reference row on the same test records; "
+        f"95 % percentile interval and two-sided p-value of a paired bootstrap over the test records "
+        f"({s['n_boot']} resamples, the same for every row; each resample recomputes every seed's metric at its "
+        "fixed threshold). The interval covers test-set sampling; the ± covers seeds."
+    )
+    for c in table.get("contrasts", []):
+        diffs = "; ".join(f"Δ {METRIC_NAMES[m]} {format_diff(c['metrics'][m])}" for m in DIFF_METRICS)
+        lines.append(f"Contrast {c['row']} vs {c['versus']} (paired bootstrap as above): {diffs}.")
+    fallbacks = sum(row.get("fallbacks", 0) for row in table["rows"])
+    if fallbacks:
+        lines.append(f"{fallbacks} seed(s) never reached the target precision on validation (F0.5 fallback).")
+    return lines + [f"Note: {n}" for n in table.get("notes", [])]
+
+
+def to_markdown(table: dict[str, Any], plot_dir: str | None = None, heading: str = "###") -> str:
+    """The table as a Markdown section: heading, description, table, footer, and plots when `plot_dir` is set."""
+    out = [f"{heading} {table['title']}", "", table["description"], ""]
+    if table["rows"]:
+        rows = markdown_rows(table)
+        out.append("| " + " | ".join(rows[0]) + " |")
+        out.append("|" + "|".join(" --- " for _ in rows[0]) + "|")
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows[1:]]
+        out.append("")
+    out += [f"- {line}" for line in footer(table)]
+    if plot_dir is not None and table.get("plots"):
+        out.append("")
+        out += [f"![{p}]({plot_dir}/{p})" for p in table["plots"]]
+    return "\n".join(out) + "\n"
+
+
+def to_csv(table: dict[str, Any]) -> str:
+    """One line per row with every number: means, stds, per-metric Δ, interval and p-value, and the params."""
+    params = sorted({k for row in table["rows"] for k in row["params"]})
+    header = ["table", "group", "row", "reference", "n_seeds", *params]
+    for m in METRICS:
+        header += [f"{m}_mean", f"{m}_std"]
+    for m in METRICS:
+        header += [f"d_{m}", f"d_{m}_lo", f"d_{m}_hi", f"p_{m}"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in table["rows"]:
+        line: list[Any] = [table["table"], row["group"], row["name"], int(row["reference"]), row["n_seeds"]]
+        line += [row["params"].get(k, "") for k in params]
+        for m in METRICS:
+            line += [_num(row["metrics"][m]["mean"]), _num(row["metrics"][m]["std"])]
+        vs = row.get("vs_reference") or {}
+        for m in METRICS:
+            d = vs.get(m) or {}
+            line += [_num(d.get(k)) for k in ("diff", "lo", "hi", "p_value")]
+        writer.writerow(line)
+    return buf.getvalue()
+
+
+def _num(x: Any) -> str:
+    """A number for CSV: 6 significant decimals, '' for missing/NaN.
+
+    >>> _num(0.1234567), _num(float("nan")), _num(None)
+    ('0.123457', '', '')
+    """
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return f"{x:.6g}" if isinstance(x, float) else str(x)
+
+
+def to_json(table: dict[str, Any]) -> str:
+    from irp.metrics import nan_to_none
+
+    return json.dumps(nan_to_none(table), indent=2, allow_nan=False) + "\n"
+
+
+def to_rich(table: dict[str, Any]) -> Any:
+    """A rich Table of the Markdown cells, for the terminal."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    rows = markdown_rows(table) if table["rows"] else [["(no rows)"]]
+    out = Table(*rows[0], title=table["title"], title_justify="left")
+    for r in rows[1:]:
+        out.add_row(*map(escape, r))
+    return out

@@ -1,0 +1,184 @@
+"""ONNX export and runtime on the tiny encoder: parity with torch (fp32 <= 1e-4, int8 <= 0.02 and AP within
+0.005), runtime selection, stale exports, and failed checks that install nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_records
+from irp.data.io import load_records, write_records
+from irp.metrics import average_precision
+
+
+def train_tiny(backbone: str, out: Path, **changes) -> Path:
+    """A small artifact trained in a few seconds on make_records (products carry the label signal)."""
+    from irp.config import IRPConfig
+    from irp.train import train
+
+    config = IRPConfig(backbone=backbone, epochs=1, batch_size=16, lr=3e-3, device="cpu", **changes)
+    train(config, make_records(300, 1), make_records(100, 2), out, quiet=True)
+    return out
+
+
+def copy_artifact(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints", "onnx"))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def valid_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("parity") / "valid.jsonl"
+    write_records(path, make_records(120, 7))
+    return path
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_backbone: str, tmp_path_factory) -> Path:
+    return train_tiny(tiny_backbone, tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def exported(artifact: Path, valid_file: Path, tmp_path_factory):
+    """(model dir, export report) of an fp32 + int8 export."""
+    from irp.export import export_onnx
+
+    model_dir = copy_artifact(artifact, tmp_path_factory.mktemp("exported") / "model")
+    return model_dir, export_onnx(model_dir, int8=True, data=valid_file)
+
+
+def _probs(model_dir: Path, runtime: str, records: list[dict]) -> np.ndarray:
+    from irp.predict import IRPClassifier
+
+    return IRPClassifier.load(model_dir, runtime=runtime).predict_proba(records).astype(np.float64)
+
+
+def test_export_writes_both_models_and_its_report(exported) -> None:
+    model_dir, report = exported
+    onnx_dir = model_dir / "onnx"
+    assert {p.name for p in onnx_dir.iterdir()} == {"model.onnx", "model.int8.onnx", "export.json"}
+    assert report.passed and report.installed and report.int8_scheme in ("per-channel", "blockwise")
+    info = json.loads((onnx_dir / "export.json").read_text())
+    assert info["passed"] and info["weights_sha256"] and info["parity"]["int8"]["n"] == 120
+    assert not list(model_dir.glob(".onnx-*"))  # no temporary folder left behind
+
+
+def test_parity_fp32_and_int8_against_torch(exported, valid_file: Path) -> None:
+    """Measured here through the public API, independently of the export's own check."""
+    model_dir, report = exported
+    records = load_records(valid_file)
+    labels = np.array([r["label"] for r in records], dtype=float)
+    torch_p = _probs(model_dir, "torch", records)
+    fp32 = _probs(model_dir, "onnx-fp32", records)
+    int8 = _probs(model_dir, "onnx-int8", records)
+    assert np.abs(fp32 - torch_p).max() <= 1e-4
+    assert np.abs(int8 - torch_p).max() <= 0.02
+    assert abs(average_precision(labels, int8) - average_precision(labels, torch_p)) <= 0.005
+    assert report.parity["fp32"].max_abs_diff <= 1e-4 and report.parity["int8"].max_abs_diff <= 0.02
+    # The model is not trivial: parity on a constant predictor would prove nothing.
+    assert torch_p.std() > 0.05 and average_precision(labels, torch_p) > 0.7
+
+
+def test_single_records_and_edge_shapes_match_torch(exported) -> None:
+    model_dir, _ = exported
+    records = [
+        {"utterance": "show me"},  # no products at all
+        {"utterance": "red " * 300, "intent": "browse", "products": [{"title": "dress " * 50, "color": ["a"] * 20}]},
+        {"utterance": "batteries", "products": [{"title": "AA batteries", "brand": None, "price": 3}] * 7},
+        make_records(1, 3)[0],
+    ]
+    from irp.schema import validate_record
+
+    records = [validate_record(r) for r in records]
+    torch_p = _probs(model_dir, "torch", records)
+    for i, record in enumerate(records):  # one at a time: batch 1, no padding
+        assert abs(_probs(model_dir, "onnx-fp32", [record])[0] - torch_p[i]) <= 1e-4
+    assert np.abs(_probs(model_dir, "onnx-fp32", records) - torch_p).max() <= 1e-4  # padded together
+
+
+def test_runtime_resolution(exported, artifact: Path) -> None:
+    from irp.onnx_runtime import RuntimeUnavailable, resolve_runtime
+
+    model_dir, _ = exported
+    assert resolve_runtime(model_dir, "auto") == "onnx-int8"
+    assert resolve_runtime(model_dir, "onnx") == "onnx-int8"
+    assert resolve_runtime(model_dir, "onnx-fp32") == "onnx-fp32"
+    assert resolve_runtime(artifact, "auto") == "torch"  # never exported
+    with pytest.raises(RuntimeUnavailable, match="irp export-onnx"):
+        resolve_runtime(artifact, "onnx")
+    with pytest.raises(ValueError, match="unknown runtime"):
+        resolve_runtime(model_dir, "tensorrt")
+    from irp.predict import IRPClassifier
+
+    clf = IRPClassifier.load(model_dir, runtime="onnx")
+    assert clf.meta_["runtime"] == "onnx-int8" and clf.threshold_ == pytest.approx(
+        json.loads((model_dir / "config.json").read_text())["threshold"]["value"]
+    )
+
+
+def test_stale_export_is_refused(exported, tmp_path: Path) -> None:
+    from irp.onnx_runtime import RuntimeUnavailable, load_onnx
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported[0], model_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    with open(model_dir / "model.safetensors", "ab") as handle:  # as if retrained in place
+        handle.write(b" ")
+    with pytest.raises(RuntimeUnavailable, match="re-run `irp export-onnx"):
+        load_onnx(model_dir, "onnx")
+
+
+def test_failed_parity_installs_nothing_unless_forced(artifact: Path, valid_file: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from irp import export
+
+    model_dir = copy_artifact(artifact, tmp_path / "model")
+    monkeypatch.setattr(export, "FP32_TOLERANCE", 0.0)  # no export can be exactly equal everywhere
+    monkeypatch.setattr(export, "SINGLE_RECORD_CHECKS", 4)
+    with pytest.raises(export.ExportError, match="fp32: max"):
+        export.export_onnx(model_dir, data=valid_file, max_records=40)
+    assert not (model_dir / "onnx").exists() and not list(model_dir.glob(".onnx-*"))
+    report = export.export_onnx(model_dir, data=valid_file, max_records=40, force=True)
+    assert report.installed and not report.passed
+    assert (model_dir / "onnx" / "model.onnx").is_file() and not (model_dir / "onnx" / "model.int8.onnx").exists()
+
+
+@pytest.mark.slow
+def test_cli_export_then_predict_with_onnx(artifact: Path, valid_file: Path, tmp_path: Path) -> None:
+    model_dir = copy_artifact(artifact, tmp_path / "model")
+    env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    irp = [sys.executable, "-m", "irp.cli"]
+    done = subprocess.run(irp + ["export-onnx", "--model", str(model_dir), "--int8", "--data", str(valid_file)],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "fp32: max |Δp|" in done.stdout and "passed" in done.stdout
+    out = {}
+    for runtime in ("torch", "onnx"):
+        out[runtime] = tmp_path / f"{runtime}.jsonl"
+        done = subprocess.run(irp + ["predict", "--model", str(model_dir), "--data", str(valid_file), "--out",
+                                     str(out[runtime]), "--runtime", runtime], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+    torch_p = np.array([r["probability"] for r in load_records(out["torch"])])
+    onnx_p = np.array([r["probability"] for r in load_records(out["onnx"])])
+    assert np.abs(torch_p - onnx_p).max() <= 0.02
+    bad = subprocess.run(irp + ["export-onnx", "--model", str(tmp_path / "nope")], capture_output=True, text=True,
+                         env=env)
+    assert bad.returncode == 2 and "not an irp model directory" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("summarizer", ["none", "max", "mmr"])
+def test_other_summarizers_export_with_parity(tiny_backbone: str, valid_file: Path, tmp_path: Path,
+                                              summarizer: str) -> None:
+    from irp.export import export_onnx
+
+    model_dir = train_tiny(tiny_backbone, tmp_path / "model", summarizer=summarizer)
+    report = export_onnx(model_dir, int8=True, data=valid_file)
+    assert report.passed, report.parity
+    records = load_records(valid_file)
+    assert np.abs(_probs(model_dir, "onnx-fp32", records) - _probs(model_dir, "torch", records)).max() <= 1e-4
