@@ -11,13 +11,15 @@ network, sigmoid), on 1 CPU thread, p50 / p99 over `--calls` calls after `--warm
 - irp_torch, irp_onnx_fp32, irp_onnx_int8: `IRPClassifier.predict_proba([record])` on each runtime
   (needs `irp export-onnx --model DIR --int8` first).
 
-The runtimes are called in turn on the same record (rotating the order), so that a busy machine slows them
-alike and the ratios stay fair. Every call sees a record not seen before (repeats of the same query text or
+The runtimes take turns in blocks of `--block` calls on the same records (rotating the order), so that a busy
+machine slows them alike and the ratios stay fair, while each runtime keeps its weights warm in the CPU caches
+within a block, as a server running one model does (a runtime switch on every call would evict them). Every call sees a record not seen before (repeats of the same query text or
 product values inside the data are cache hits, as they would be in production). Then batch throughput:
 records/s of irp on ONNX int8 with 2 intra-op threads, batches of 64 records.
 
 Writes OUTDIR/latency.json: for each runtime {p50_ms, p99_ms, mean_ms, min_ms}, batch_records_per_s,
-speedup_p50_int8_vs_hf, and the settings and machine load of the run.
+speedup_p50_int8_vs_hf, featurize_collate (the Python featurization share of the irp latencies, measured alone),
+the int8 scheme of the export, and the settings and machine load of the run.
 """
 
 from __future__ import annotations
@@ -110,18 +112,40 @@ def irp_runner(model_dir: Path, runtime: str, threads: int = 1) -> tuple[Callabl
     return call, clf
 
 
-def batch_throughput(clf: Any, records: list[dict], batch_size: int, seconds: float = 10.0) -> dict[str, float]:
-    """Records/s of clf.predict_proba on consecutive batches (2 warm-up batches, then >= `seconds` of work)."""
+def featurize_times(model_dir: Path, records: list[dict]) -> list[float]:
+    """Seconds per record of validation + Featurizer.featurize + collate alone (fresh featurizer, one record a
+    call): the Python share of every irp runtime's latency."""
+    from irp.artifact import read_meta
+    from irp.config import IRPConfig
+    from irp.features import Featurizer
+    from irp.model.encoder import load_tokenizer
+    from irp.schema import validate_record
+
+    featurizer = Featurizer(load_tokenizer(str(model_dir / "tokenizer")), IRPConfig.from_dict(read_meta(model_dir)["config"]))
+    times = []
+    for record in records:
+        started = time.perf_counter()
+        featurizer.collate(featurizer.featurize([validate_record(record)]), np.arange(1))
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def batch_throughput(
+    clf: Any, records: list[dict], batch_size: int, seconds: float = 10.0, micro_batch: int = 16
+) -> dict[str, float]:
+    """Records/s of clf.predict_proba on consecutive batches of `batch_size` records (2 warm-up batches, then
+    >= `seconds` of work). Each batch is scored in length-sorted chunks of `micro_batch` (as `irp serve` does):
+    less padding, and activations that fit the CPU caches (one [64, T, 1536] tensor does not)."""
     from irp.schema import validate_record
 
     batches = [[validate_record(r) for r in records[i : i + batch_size]]
                for i in range(0, len(records) - batch_size + 1, batch_size)]
     for batch in batches[:2]:
-        clf.predict_proba(batch, batch_size=batch_size)
+        clf.predict_proba(batch, batch_size=micro_batch)
     done, started, i = 0, time.perf_counter(), 2
     while True:
         batch = batches[i % len(batches)]
-        clf.predict_proba(batch, batch_size=batch_size)
+        clf.predict_proba(batch, batch_size=micro_batch)
         done += len(batch)
         i += 1
         elapsed = time.perf_counter() - started
@@ -137,12 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=1000, help="timed calls per runtime (default 1000)")
     parser.add_argument("--warmup", type=int, default=100, help="untimed calls per runtime first (default 100)")
     parser.add_argument("--data", type=Path, default=None, help="records to use (default: simulated)")
+    parser.add_argument("--block", type=int, default=50, help="calls in a row per runtime before the next (default 50)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batch-threads", type=int, default=2)
+    parser.add_argument("--micro-batch", type=int, default=16, help="chunk size inside a batch (default 16)")
     parser.add_argument("--batch-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
-    if args.calls < 1 or args.warmup < 0:
-        parser.error("--calls must be >= 1 and --warmup >= 0")
+    if args.calls < 1 or args.warmup < 0 or args.block < 1:
+        parser.error("--calls and --block must be >= 1, --warmup >= 0")
     if not (args.model / "config.json").is_file():
         parser.error(f"{args.model} is not an irp model directory")
 
@@ -175,30 +201,34 @@ def main(argv: list[str] | None = None) -> int:
     order = list(RUNTIMES)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
-        task = bar.add_task("single-record calls", total=n)
-        for i in range(n):
-            record = records[i]
-            order = order[1:] + order[:1]  # rotate, so no runtime always runs first on a fresh record
+        task = bar.add_task("single-record calls", total=n * len(RUNTIMES))
+        for start in range(0, n, args.block):
+            order = order[1:] + order[:1]  # rotate, so no runtime always starts a block of fresh records
             for name in order:
-                started = time.perf_counter()
-                runners[name](record)
-                if i >= args.warmup:
-                    times[name].append(time.perf_counter() - started)
-            bar.advance(task)
+                for i in range(start, min(start + args.block, n)):
+                    started = time.perf_counter()
+                    runners[name](records[i])
+                    if i >= args.warmup:
+                        times[name].append(time.perf_counter() - started)
+                bar.advance(task, min(args.block, n - start))
 
+    featurize = featurize_times(args.model, records[:n])[args.warmup:]
     with console.status(f"batch throughput (batch {args.batch_size}, {args.batch_threads} threads)..."):
         _, batch_clf = irp_runner(args.model, "onnx-int8", threads=args.batch_threads)
-        batch = batch_throughput(batch_clf, records, args.batch_size, args.batch_seconds)
+        batch = batch_throughput(batch_clf, records, args.batch_size, args.batch_seconds, args.micro_batch)
 
     result: dict[str, Any] = {name: summarize(times[name]) for name in RUNTIMES}
+    result["featurize_collate"] = summarize(featurize)  # included in every irp_* latency above
     result["batch_records_per_s"] = batch["records_per_s"]
     result["speedup_p50_int8_vs_hf"] = round(result["hf_pipeline_torch"]["p50_ms"] / result["irp_onnx_int8"]["p50_ms"], 2)
     result["speedup_p50_int8_vs_irp_torch"] = round(result["irp_torch"]["p50_ms"] / result["irp_onnx_int8"]["p50_ms"], 2)
-    result["batch"] = batch | {"runtime": "onnx-int8", "batch_size": args.batch_size, "threads": args.batch_threads}
+    result["batch"] = batch | {"runtime": "onnx-int8", "batch_size": args.batch_size, "threads": args.batch_threads,
+                               "micro_batch": args.micro_batch}
     result["settings"] = {
         "model": str(args.model),
         "records": source,
         "calls": args.calls,
+        "block": args.block,
         "warmup": args.warmup,
         "single_record_threads": 1,
         "int8_scheme": (int8_clf.meta_.get("onnx") or {}).get("int8_scheme"),
@@ -217,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in RUNTIMES:
         r = result[name]
         table.add_row(name, f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['mean_ms']:.2f}")
+    table.add_row("(featurize+collate)", f"{result['featurize_collate']['p50_ms']:.2f}",
+                  f"{result['featurize_collate']['p99_ms']:.2f}", f"{result['featurize_collate']['mean_ms']:.2f}")
     Console().print(table)
     Console().print(
         f"int8 vs hf pipeline at p50: {result['speedup_p50_int8_vs_hf']}x; batch {args.batch_size} on "

@@ -111,6 +111,27 @@ def median_tokenize_seconds(records: list[dict], location: str, repeats: int) ->
     return times
 
 
+def tokenize_report(args: argparse.Namespace, location: str, quick: bool) -> dict:
+    """Featurizing (tokenizing + product summaries) 900K records: the cost paid once per log, then cached."""
+    n_tok = args.tokenize_n or (20_000 if quick else 900_000)
+    start = time.perf_counter()
+    if args.tokenize_data:
+        from irp.data.io import load_records
+
+        records = load_records(args.tokenize_data)[:n_tok]
+    else:
+        records = list(simulate(SimConfig(n=n_tok, seed=11)))
+    load_s = time.perf_counter() - start
+    times = median_tokenize_seconds(records, location, 1 if quick else 3)
+    return {
+        "tokenize_900k_s": round(statistics.median(times) * 900_000 / len(records), 2),
+        "tokenize_runs_s": [round(t, 2) for t in times],
+        "tokenize_records": len(records),
+        "tokenize_extrapolated": len(records) != 900_000,
+        "tokenize_input_load_s": round(load_s, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
@@ -120,7 +141,14 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile recipes (b) and (c)")
     parser.add_argument("--tokenize-data", type=Path, help="records file to time featurization on (else simulated)")
     parser.add_argument("--tokenize-n", type=int, default=None, help="records to featurize (default 900K; quick 20K)")
+    parser.add_argument("--tokenize-only", action="store_true", help="only time featurization (3 cold runs)")
     args = parser.parse_args()
+    if args.tokenize_only:
+        report = tokenize_report(args, resolve_backbone(args.backbone), args.quick)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "tokenize.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report, indent=2))
+        return
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -176,20 +204,7 @@ def main() -> None:
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name()), None)
     mfu = results["irp"] * flops_per_example / peak if peak else None
 
-    # Tokenizing (featurizing) 900K records, the cost paid once per log before the cache takes over.
-    n_tok = args.tokenize_n or (20_000 if quick else 900_000)
-    if args.tokenize_data:
-        from irp.data.io import load_records
-
-        start = time.perf_counter()
-        tok_records = load_records(args.tokenize_data)[:n_tok]
-        load_s = time.perf_counter() - start
-    else:
-        start = time.perf_counter()
-        tok_records = list(simulate(SimConfig(n=n_tok, seed=11)))
-        load_s = time.perf_counter() - start
-    tok_times = median_tokenize_seconds(tok_records, location, 1 if quick else 3)
-    tokenize_900k = statistics.median(tok_times) * 900_000 / len(tok_records)
+    tok = tokenize_report(args, location, quick)
 
     report = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
@@ -205,11 +220,7 @@ def main() -> None:
         "epoch_900k_s": round(900_000 / results["irp"], 1),
         "epoch_900k_s_note": "projected from the timed steps of (c); a measured full epoch of `irp train` is in docs/benchmarks.md",
         "mfu": round(mfu, 4) if mfu is not None else None,
-        "tokenize_900k_s": round(tokenize_900k, 2),
-        "tokenize_runs_s": [round(t, 2) for t in tok_times],
-        "tokenize_records": len(tok_records),
-        "tokenize_extrapolated": len(tok_records) != 900_000,
-        "tokenize_input_load_s": round(load_s, 2),
+        **tok,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "train_throughput.json").write_text(json.dumps(report, indent=2) + "\n")

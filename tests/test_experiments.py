@@ -139,7 +139,7 @@ def test_equal_models_share_a_key_and_the_device_does_not_matter(small_log: dict
     ctx = DataContext(DataSpec(small_log["train"], small_log["valid"], small_log["test"], tmp_path))
     base = IRPConfig(backbone="x")
     key = ModelSpec("irp", base).key(0, ctx)
-    assert ModelSpec("irp", base.replace(device="cuda")).key(0, ctx) == key
+    assert ModelSpec("irp", base.replace(device="cuda", target_precision=0.9, num_workers=3)).key(0, ctx) == key
     assert ModelSpec("irp", base).key(1, ctx) != key
     assert ModelSpec("irp", base, label_field="true_intent").key(0, ctx) != key
     no_products = ModelSpec("irp", base.replace(fields=("utterance", "intent"), summarizer="mean"))

@@ -542,7 +542,9 @@ def export_onnx_command(
         None, "--data", help="Parity records (labelled for the AP check); default: the artifact's validation file."
     ),
     max_records: int = typer.Option(2000, "--max-records", help="Parity records used at most."),
-    int8_scheme: str = typer.Option("blockwise", "--int8-scheme", help="blockwise (default) or per-channel."),
+    int8_scheme: str = typer.Option(
+        "auto", "--int8-scheme", help="auto (per-channel if it passes parity, else blockwise), per-channel, blockwise."
+    ),
     force: bool = typer.Option(False, "--force", help="Install the export even when a parity check fails."),
 ) -> None:
     """Export the model to ONNX (fp32, and int8 with --int8) and check parity against torch.
@@ -590,7 +592,8 @@ def serve(
         None, "--token", help="Require 'Authorization: Bearer TOKEN' (default: env IRP_SERVE_TOKEN; none = no auth)."
     ),
     cooldown: float = typer.Option(600.0, "--cooldown", help="Seconds before a session may be offered a switch again."),
-    threads: int = typer.Option(1, "--threads", help="Intra-op threads per request (requests also run in parallel)."),
+    threads: int = typer.Option(1, "--threads", help="Intra-op threads per request."),
+    workers: int = typer.Option(2, "--workers", help="Requests scored at once (default 2: one per core)."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
 ) -> None:
     """Serve the model over HTTP: /v1/predict, /v1/predict/batch, /healthz, /readyz, /v1/model, /metrics."""
@@ -605,15 +608,15 @@ def serve(
         fail(f"refusing to bind {escape(host)} without auth: pass --token or set {TOKEN_ENV}, or bind 127.0.0.1")
     if not 0 < port < 65536:
         fail(f"--port must be in 1..65535, got {port}")
-    if cooldown < 0 or threads < 1:
-        fail("--cooldown must be >= 0 and --threads >= 1")
+    if cooldown < 0 or threads < 1 or workers < 1:
+        fail("--cooldown must be >= 0, --threads and --workers >= 1")
     _configure_torch_threads()
     try:
         engine = Engine(load_classifier(model, runtime, threads), model)
     except (FileNotFoundError, ValueError) as e:
         fail(escape(str(e)))
     engine.warm_up()
-    app_ = create_app(engine, ServeSettings(token=token, cooldown_s=cooldown))
+    app_ = create_app(engine, ServeSettings(token=token, cooldown_s=cooldown, workers=workers))
     console.print(
         f"serving {escape(str(model))} (version {engine.version}, runtime {engine.runtime}, threshold "
         f"{engine.threshold:.4g}) on http://{escape(host)}:{port} "

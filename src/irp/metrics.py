@@ -342,15 +342,24 @@ def paired_bootstrap(
         for w in _bootstrap_weights(y.size, n_boot, seed):
             diffs.append(_curve_metrics(srt_a, w, threshold_a)[metric] - _curve_metrics(srt_b, w, threshold_b)[metric])
     d = np.concatenate(diffs) if diffs else np.empty(0)
-    d = d[~np.isnan(d)]
+    return {"diff": float(diff), **bootstrap_difference(d)}
+
+
+def bootstrap_difference(diffs: FloatArray) -> dict[str, float]:
+    """95 % percentile interval (`lo`, `hi`) of bootstrap differences and a two-sided `p_value` for no
+    difference (+1 correction, never exactly 0); NaN resamples are dropped.
+
+    >>> r = bootstrap_difference(np.array([0.1, 0.2, 0.3, np.nan]))
+    >>> round(r["p_value"], 2), r["lo"] > 0
+    (0.5, True)
+    """
+    d = diffs[~np.isnan(diffs)]
     lo, hi = _percentile_ci(d)
-    if d.size:
-        below = (np.sum(d <= 0) + 1) / (d.size + 1)
-        above = (np.sum(d >= 0) + 1) / (d.size + 1)
-        p_value = float(min(1.0, 2 * min(below, above)))
-    else:
-        p_value = math.nan
-    return {"diff": float(diff), "lo": lo, "hi": hi, "p_value": p_value}
+    if not d.size:
+        return {"lo": lo, "hi": hi, "p_value": math.nan}
+    below = (np.sum(d <= 0) + 1) / (d.size + 1)
+    above = (np.sum(d >= 0) + 1) / (d.size + 1)
+    return {"lo": lo, "hi": hi, "p_value": float(min(1.0, 2 * min(below, above)))}
 
 
 def nan_to_none(obj: Any) -> Any:

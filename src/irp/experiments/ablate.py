@@ -225,6 +225,18 @@ def hardware(device: str = "auto") -> dict[str, Any]:
     return info
 
 
+def loader_workers(jobs: int, device: str) -> int:
+    """Batch-collating DataLoader workers per run: the library default (-1) for one run at a time; with concurrent
+    runs on a GPU, the cores shared out so that runs and their loaders do not oversubscribe the CPU (not part of
+    a run's key: it does not change what is learned)."""
+    if jobs == 1:
+        return -1
+    import torch
+
+    on_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return max(0, (os.cpu_count() or 1) // jobs - 1) if on_gpu else 0
+
+
 def _options_dict(opts: AblationOptions) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
 
@@ -269,6 +281,7 @@ def run_ablation(opts: AblationOptions, console: Console | None = None) -> list[
     base = IRPConfig(
         backbone=backbone, epochs=opts.epochs, max_steps=opts.max_steps, batch_size=opts.batch_size, lr=opts.lr,
         device=opts.device, target_precision=opts.target_precision, checkpoint_every=10**9,
+        num_workers=loader_workers(opts.jobs, opts.device),
     )
     settings = TableSettings(base, (backbone, *opts.backbones), opts.alphas, opts.betas, opts.corruptions)
     specs = build_tables(opts.tables, settings, ctx)

@@ -32,7 +32,8 @@ from irp.experiments.data import DataContext, DataSpec, fingerprint
 from irp.fileio import atomic_path, atomic_write_text
 
 BASELINE_KINDS = ("majority", "keyword", "tfidf-lr")
-_RUNTIME_ONLY = ("device", "num_workers", "checkpoint_every")  # do not change what is learned
+# Settings that do not change the scores a run produces (the ablation chooses its own thresholds).
+_NOT_LEARNED = ("device", "num_workers", "checkpoint_every", "target_precision")
 _DEFAULTS = IRPConfig()
 
 
@@ -92,7 +93,7 @@ class ModelSpec:
     def key(self, seed: int, ctx: DataContext) -> str:
         config = None
         if self.config is not None:
-            config = {k: v for k, v in self.config.replace(seed=seed).to_dict().items() if k not in _RUNTIME_ONLY}
+            config = {k: v for k, v in self.config.replace(seed=seed).to_dict().items() if k not in _NOT_LEARNED}
         digest = fingerprint(
             self.kind, config, self.domain, self.label_field,
             ctx.fingerprint(self.train_set), ctx.fingerprint(self.valid_set),

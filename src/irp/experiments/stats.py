@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 # The resampling of irp.metrics (blocks of per-record draw counts), so that a row and its reference see exactly
 # the resamples `irp.metrics.paired_bootstrap` would draw.
-from irp.metrics import _bootstrap_weights, _percentile_ci
+from irp.metrics import _bootstrap_weights, bootstrap_difference
 from irp.threshold import PrecisionTargetWarning, choose_threshold, operating_points
 
 METRICS: tuple[str, ...] = ("precision", "recall", "f05", "ap")
@@ -195,16 +195,7 @@ def compare(row: Resampled, reference: Resampled) -> dict[str, dict[str, float]]
     and a two-sided bootstrap `p_value` for no difference (+1 correction, never exactly 0)."""
     out: dict[str, dict[str, float]] = {}
     for m in METRICS:
-        d = row.boot[m] - reference.boot[m]
-        d = d[~np.isnan(d)]
-        lo, hi = _percentile_ci(d)
-        if d.size:
-            below = (np.sum(d <= 0) + 1) / (d.size + 1)
-            above = (np.sum(d >= 0) + 1) / (d.size + 1)
-            p_value = float(min(1.0, 2 * min(below, above)))
-        else:
-            p_value = math.nan
-        out[m] = {"diff": row.point[m] - reference.point[m], "lo": lo, "hi": hi, "p_value": p_value}
+        out[m] = {"diff": row.point[m] - reference.point[m], **bootstrap_difference(row.boot[m] - reference.boot[m])}
     return out
 
 
