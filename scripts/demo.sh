@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on the embedded default data (a simulated voice-shopping log).
 # simulate -> validate -> split by session -> train IRP (defaults, minilm-l6) -> evaluate on held-out test
-# -> three baselines on the same split -> one comparison table and the plots. About 5-10 minutes on 2 cores.
+# -> three baselines on the same split -> one comparison table and the plots. N=4000 interactions, 2 epochs by
+# default (override: N=20000 EPOCHS=3 make demo).
 set -euo pipefail
-OUT=${OUT:-runs/demo}; N=${N:-6000}; IRP=${IRP:-.venv/bin/irp}; PY=${PY:-.venv/bin/python}
+OUT=${OUT:-runs/demo}; N=${N:-4000}; EPOCHS=${EPOCHS:-2}; IRP=${IRP:-.venv/bin/irp}; PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 mkdir -p "$OUT"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -16,7 +17,7 @@ step "3/6 split by session: train 2/3, valid 1/6, test 1/6"
 $IRP split "$OUT/sim.parquet" --fraction 0.6667 --seed 0 --out-first "$OUT/train.parquet" --out-second "$OUT/heldout.parquet"
 $IRP split "$OUT/heldout.parquet" --fraction 0.5 --seed 1 --out-first "$OUT/valid.parquet" --out-second "$OUT/test.parquet"
 step "4/6 train IRP (minilm-l6, mean summarizer, combined loss, threshold for precision >= 0.8 on valid)"
-$IRP train --train "$OUT/train.parquet" --valid "$OUT/valid.parquet" --out "$OUT/model"
+$IRP train --train "$OUT/train.parquet" --valid "$OUT/valid.parquet" --out "$OUT/model" --epochs "$EPOCHS"
 step "5/6 evaluate on the held-out test split (plots in $OUT/plots)"
 $IRP evaluate --model "$OUT/model" --data "$OUT/test.parquet" --json "$OUT/irp_test.json" --plots "$OUT/plots"
 step "6/6 baselines on the same split"

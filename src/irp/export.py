@@ -105,15 +105,17 @@ class ExportReport:
 # ---- parity records ---------------------------------------------------------------------------------------
 def parity_records(meta: dict[str, Any], data: str | Path | None, max_records: int) -> tuple[list[dict], str]:
     """(records, description): `data`, else the artifact's validation file if present, else simulated records."""
-    from irp.data.io import load_records
+    from itertools import islice
+
+    from irp.data.io import iter_records
 
     if data is not None:
-        return load_records(data)[:max_records], str(data)
+        return list(islice(iter_records(data), max_records)), str(data)  # streams: a big file is not loaded
     valid = (meta.get("data") or {}).get("valid") or {}
     path = valid.get("path")
     if path and Path(path).is_file():
         try:
-            return load_records(path)[:max_records], str(path)
+            return list(islice(iter_records(path), max_records)), str(path)
         except (ValueError, OSError):
             pass  # changed or unreadable since training: fall through to simulated records
     from irp.data.simulate import SimConfig, simulate
@@ -181,6 +183,10 @@ def optimize_graph(src: Path, dst: Path, encoder_config: Any) -> list[str]:
     graph when the optimizer does not know the architecture (ORT still applies its generic optimizations)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
+    import logging
+
+    for name in ("onnxruntime.tools.symbolic_shape_infer", "onnxruntime.transformers", "symbolic_shape_infer"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # "Unable to determine if ... treat as equal" per node
     heads = int(getattr(encoder_config, "num_attention_heads", 0) or 0)
     hidden = int(getattr(encoder_config, "hidden_size", 0) or 0)
     try:

@@ -84,6 +84,7 @@ class Featurizer:
         self._token_cache: dict[str, list[int]] = {}
         self.value_index: dict[str, int] = {}
         self.value_tokens: list[list[int]] = []
+        self._value_matrix: np.ndarray | None = None
         self.truncations: Counter[str] = Counter()
 
     # ---- tokenization -----------------------------------------------------------------------------
@@ -107,12 +108,13 @@ class Featurizer:
         for text, ids in zip(new, self.encode(new) if new else []):
             self.value_index[text] = len(self.value_tokens)
             self.value_tokens.append(self._cut(ids, self.config.budget.value, "value"))
-        self._value_matrix = None
+        if new:
+            self._value_matrix = None  # rebuilt lazily by value_matrix()
         return [self.value_index[t] for t in texts]
 
     def value_matrix(self) -> np.ndarray:
         """All attribute values' token ids, padded: [V, Lv] int64 (built lazily, reused by every batch)."""
-        if getattr(self, "_value_matrix", None) is None or len(self._value_matrix) != len(self.value_tokens):
+        if self._value_matrix is None:
             width = max([len(t) for t in self.value_tokens] + [1])
             matrix = np.full((max(len(self.value_tokens), 1), width), self.pad_id, dtype=np.int64)
             for row, tokens in enumerate(self.value_tokens):

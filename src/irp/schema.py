@@ -148,7 +148,7 @@ def _derived_id(line_no: int | None, utterance: str, products: list[dict[str, An
     """The id of a record that has none: its line number, else a content hash (e.g. one HTTP request)."""
     if line_no is not None:
         return str(line_no)
-    blob = json.dumps([utterance, products], ensure_ascii=False, sort_keys=True, default=str)
+    blob = json.dumps([utterance, products], ensure_ascii=True, sort_keys=True, default=str)
     return "h" + hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 

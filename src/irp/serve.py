@@ -15,9 +15,10 @@ Input is never trusted: the body is read with a size cap, parsed, and every reco
 (400 unreadable JSON, 401 missing or wrong token, 413 body too large, 422 a field breaks the contract).
 A 500 would be a bug: it is logged with its traceback and answered without internals.
 
-Concurrency: requests are scored in worker threads, at most `workers` at once (default 2, one per core; the
-rest wait in the event loop instead of oversubscribing the CPU). Featurization is serialized by a lock (the Featurizer's token and
-value caches are not thread-safe); the network runs outside the lock, so ONNX Runtime / torch calls overlap.
+Concurrency: requests are scored in FastAPI's thread pool, at most `workers` at once (default 2, one per core;
+the other threads sleep on a semaphore instead of oversubscribing the CPU). Featurization is serialized by a
+lock (the Featurizer's token and value caches are not thread-safe); the network runs outside the lock, so
+ONNX Runtime / torch calls of different requests overlap.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import numpy as np
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -317,7 +318,7 @@ class ServeSettings:
     limits: Limits = Limits()
     token: str | None = None  # bearer token; None = no auth (the CLI then binds loopback only)
     cooldown_s: float = DEFAULT_COOLDOWN_S
-    workers: int = 2  # requests scored at once; more only oversubscribes the cores (others wait in the event loop)
+    workers: int = 2  # requests scored at once; more only oversubscribes the cores
 
 
 # ---- metrics ----------------------------------------------------------------------------------------------
@@ -424,7 +425,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> Any:
     limits = settings.limits
     policy = SwitchPolicy(cooldown_s=settings.cooldown_s)
     metrics = Metrics(engine)
-    workers = anyio.CapacityLimiter(max(settings.workers, 1))
+    computing = threading.BoundedSemaphore(max(settings.workers, 1))  # a thread lock: any event loop may call
     app = FastAPI(
         title="irp: image-seeking intent",
         version=engine.version,
@@ -452,7 +453,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> Any:
         return JSONResponse({"detail": "internal error", "field": ""}, status_code=500)
 
     def answer(records: list[dict]) -> list[dict[str, Any]]:
-        probs = engine.predict_proba(records)
+        with computing:  # extra threads wait here, asleep, instead of splitting the cores among themselves
+            probs = engine.predict_proba(records)
         threshold, version = engine.threshold, engine.version
         out = []
         for record, p in zip(records, probs):
@@ -474,14 +476,14 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> Any:
     async def predict(request: Request) -> JSONResponse:
         """Score one interaction record."""
         record = check_record(parse_json(await read_body(request, limits.max_body_bytes)), limits)
-        return JSONResponse((await anyio.to_thread.run_sync(answer, [record], limiter=workers))[0])
+        return JSONResponse((await run_in_threadpool(answer, [record]))[0])
 
     @app.post("/v1/predict/batch", response_model=BatchOut, responses=errors, dependencies=protected,
               openapi_extra=_body("BatchIn"))
     async def predict_batch(request: Request) -> JSONResponse:
         """Score up to 256 records in one call (switch offers are decided in item order)."""
         records = check_batch(parse_json(await read_body(request, limits.max_body_bytes)), limits)
-        results = await anyio.to_thread.run_sync(answer, records, limiter=workers)
+        results = await run_in_threadpool(answer, records)
         return JSONResponse({"results": results, "model_version": engine.version, "threshold": engine.threshold})
 
     @app.get("/healthz")
