@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	OUT=$(OUT) bash scripts/demo.sh
 
-# Default fast suite, plus the CI guards (DDP gloo test, quick ablation) that are marked ci.
+# The default suite: fast unit tests plus the CI guards (2-process DDP on gloo, `irp ablate --table all --quick`).
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow and not gpu" -p no:cacheprovider
 

@@ -39,6 +39,6 @@ for name, path in rows:
     r = json.loads(path.read_text())
     cell = lambda k: "n/a" if r.get(k) is None else f"{r[k]:.3f} [{r['ci'][k][0]:.2f}, {r['ci'][k][1]:.2f}]"
     table.add_row(name, cell("precision"), cell("recall"), cell("f05"), cell("ap"), cell("roc_auc"))
-Console().print(table)
+Console(width=140).print(table)
 print(f"thresholds were chosen on the validation split; model: {out / 'model'}; plots: {out / 'plots'}")
 PY
