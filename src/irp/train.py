@@ -259,6 +259,8 @@ def train(
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
+    if total_steps == 0:
+        raise ValueError(f"{len(train_set)} training records make no full batch per rank (world size {ctx.world_size})")
     warmup = max(1, int(config.warmup_ratio * total_steps))
     eval_every = config.eval_every or steps_per_epoch
 
