@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,7 +51,6 @@ class FeatureSet:
     offsets: np.ndarray  # [N + 1] int64, record n is ids[offsets[n]:offsets[n+1]]
     slots: np.ndarray | None  # [N, K, F] int32 value index per product and attribute, -1 = absent
     labels: np.ndarray  # [N] float32, NaN where the record has no label
-    record_ids: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -170,7 +169,7 @@ class Featurizer:
         labels = np.array(
             [np.nan if r.get(label_field) is None else float(r[label_field]) for r in records], dtype=np.float32
         )
-        return FeatureSet(ids, offsets, slots, labels, [str(r.get("id", i)) for i, r in enumerate(records)])
+        return FeatureSet(ids, offsets, slots, labels)
 
     def _slots(self, records: list[dict]) -> np.ndarray:
         """[N, K, F] value indices. Products repeat across records (the same catalogue items are retrieved
@@ -295,6 +294,8 @@ def save_features(directory, features: FeatureSet, featurizer: Featurizer) -> No
     import shutil
     from pathlib import Path
 
+    from irp.fileio import replace_dir
+
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -309,8 +310,7 @@ def save_features(directory, features: FeatureSet, featurizer: Featurizer) -> No
         np.save(tmp / "slots.npy", local)
         texts = {i: t for t, i in featurizer.value_index.items()}
         (tmp / "values.json").write_text(json.dumps([texts[int(i)] for i in used]))
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
+    replace_dir(tmp, directory)
 
 
 def load_features(directory, featurizer: Featurizer) -> FeatureSet:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,3 +41,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def replace_dir(complete: Path, final: Path) -> None:
+    """Swap the fully written folder `complete` in as `final`. At every instant one complete copy exists:
+    `final`, or `final.old` during the swap (`existing_dir` finds it after a crash)."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    complete.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def existing_dir(final: Path) -> Path | None:
+    """`final`, or the copy a crash in the middle of `replace_dir` left behind, or None."""
+    for candidate in (final, final.with_name(final.name + ".old")):
+        if candidate.is_dir():
+            return candidate
+    return None

@@ -24,7 +24,7 @@ from irp import distributed as dist
 from irp.artifact import file_fingerprint, write_artifact
 from irp.config import IRPConfig
 from irp.features import FeatureSet, Featurizer, cache_key, load_features, save_features
-from irp.fileio import atomic_path
+from irp.fileio import existing_dir, replace_dir
 from irp.metrics import average_precision
 from irp.model.encoder import load_encoder, load_tokenizer, resolve_backbone
 from irp.model.irp import IRPModel
@@ -150,8 +150,7 @@ def save_checkpoint(directory: Path, model: IRPModel, optimizer: torch.optim.Opt
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     meta = {"state": state.__dict__, "python_rng": repr(random.getstate())}
     (tmp / "state.json").write_text(json.dumps(meta))
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)  # atomic on one file system: a crash leaves the old or the new checkpoint
+    replace_dir(tmp, directory)
 
 
 def load_checkpoint(directory: Path, model: IRPModel, optimizer: torch.optim.Optimizer) -> TrainState:
@@ -266,8 +265,9 @@ def train(
 
     ckpt_dir = out_dir / "checkpoints"
     state = TrainState(history=[])
-    if resume and (ckpt_dir / "last").exists():
-        state = load_checkpoint(ckpt_dir / "last", model, optimizer)
+    last = existing_dir(ckpt_dir / "last") if resume else None
+    if last is not None:
+        state = load_checkpoint(last, model, optimizer)
         if not quiet and ctx.is_main:
             print(f"resumed from step {state.step} (epoch {state.epoch})")
     train_model = ctx.wrap(model)
@@ -320,7 +320,7 @@ def train(
     ctx.barrier()
 
     # The best checkpoint (by validation AP) is the model; the threshold is chosen on validation.
-    best = IRPModel.load(ckpt_dir / "best", config, featurizer.pad_id, device=str(device))
+    best = IRPModel.load(existing_dir(ckpt_dir / "best") or ckpt_dir / "best", config, featurizer.pad_id, device=str(device))
     valid_probs = score(best, featurizer, valid_set, device)
     info = {
         "steps": state.step,
@@ -372,8 +372,7 @@ def _evaluate_and_keep_best(
             tmp = ckpt_dir / "best.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             model.save(tmp)
-            shutil.rmtree(ckpt_dir / "best", ignore_errors=True)
-            tmp.rename(ckpt_dir / "best")
+            replace_dir(tmp, ckpt_dir / "best")
         else:
             state.evals_without_gain += 1
         stop = state.evals_without_gain >= config.patience
