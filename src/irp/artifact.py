@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 import irp
-from irp.config import IRPConfig, write_json_atomic
+from irp.config import IRPConfig
 from irp.features import Featurizer
-from irp.fileio import atomic_write_text
+from irp.fileio import atomic_write_text, write_json_atomic
 from irp.metrics import evaluation_report, nan_to_none
 from irp.model.encoder import load_tokenizer
 from irp.model.irp import IRPModel

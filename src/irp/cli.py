@@ -208,13 +208,10 @@ def _load_or_fail(path: Path, what: str) -> list[dict]:
 
 def _write_json(path: Path, obj: object) -> None:
     """Write strict JSON (NaN -> null) atomically."""
-    import json
-
-    from irp.data.io import atomic_path
+    from irp.fileio import write_json_atomic
     from irp.metrics import nan_to_none
 
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(nan_to_none(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    write_json_atomic(path, nan_to_none(obj), allow_nan=False, default=None)
 
 
 @app.command()

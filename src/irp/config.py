@@ -10,7 +10,6 @@ True
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,8 +124,3 @@ def default_lr(batch_size: int, base: float = 5e-5, base_batch: int = 32) -> flo
     return min(base * (batch_size / base_batch) ** 0.5, 1e-3)
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON so that readers never see a half-written file."""
-    from irp.fileio import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

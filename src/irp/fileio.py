@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -41,6 +43,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(
+    path: str | Path, data: Any, *, allow_nan: bool = True, default: Callable[[Any], Any] | None = str
+) -> None:
+    """Indented JSON, written atomically. `allow_nan=False` and `default=None` make it strict."""
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=allow_nan, default=default) + "\n")
 
 
 def replace_dir(complete: Path, final: Path) -> None:

@@ -48,7 +48,7 @@ from irp.experiments.tables import (
     build_tables,
     compute_table,
 )
-from irp.fileio import atomic_write_text
+from irp.fileio import atomic_write_text, write_json_atomic
 
 # Defaults that --quick changes: small data, a tiny encoder, one seed, a coarse sweep, fewer resamples.
 # Without --lr the learning rate is default_lr(batch size), as for `irp train`.
@@ -375,5 +375,5 @@ def _write_meta(
         "versions": library_versions(),
         "history": [*previous.get("history", []), invocation],
     }
-    atomic_write_text(path, json.dumps(meta, indent=2, default=str) + "\n")
+    write_json_atomic(path, meta)
     return meta

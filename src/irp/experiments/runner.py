@@ -29,7 +29,7 @@ import numpy as np
 
 from irp.config import TEXT_FIELDS, IRPConfig
 from irp.experiments.data import DataContext, DataSpec, fingerprint
-from irp.fileio import atomic_path, atomic_write_text
+from irp.fileio import atomic_path, write_json_atomic
 
 BASELINE_KINDS = ("majority", "keyword", "tfidf-lr")
 # Settings that do not change the scores a run produces (the ablation chooses its own thresholds).
@@ -137,7 +137,7 @@ class RunCache:
         return json.loads(path.read_text()) if path.exists() else None
 
     def save_meta(self, key: str, meta: dict[str, Any]) -> None:
-        atomic_write_text(self.root / key / "run.json", json.dumps(meta, indent=2, default=str) + "\n")
+        write_json_atomic(self.root / key / "run.json", meta)
 
 
 @dataclass(frozen=True)
