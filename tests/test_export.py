@@ -63,7 +63,7 @@ def test_export_writes_both_models_and_its_report(exported) -> None:
     model_dir, report = exported
     onnx_dir = model_dir / "onnx"
     assert {p.name for p in onnx_dir.iterdir()} == {"model.onnx", "model.int8.onnx", "export.json"}
-    assert report.passed and report.installed and report.int8_scheme in ("per-channel", "blockwise")
+    assert report.passed and report.installed and report.int8_scheme in ("per-channel", "vector-wise", "blockwise")
     info = json.loads((onnx_dir / "export.json").read_text())
     assert info["passed"] and info["weights_sha256"] and info["parity"]["int8"]["n"] == 120
     assert not list(model_dir.glob(".onnx-*"))  # no temporary folder left behind
@@ -100,6 +100,26 @@ def test_single_records_and_edge_shapes_match_torch(exported) -> None:
     for i, record in enumerate(records):  # one at a time: batch 1, no padding
         assert abs(_probs(model_dir, "onnx-fp32", [record])[0] - torch_p[i]) <= 1e-4
     assert np.abs(_probs(model_dir, "onnx-fp32", records) - torch_p).max() <= 1e-4  # padded together
+
+
+def test_vector_wise_int8_export_passes_parity(artifact: Path, valid_file: Path, tmp_path: Path) -> None:
+    """The fused Attention becomes an int8 Q/K/V GEMM + MultiHeadAttention; every linear layer runs in int8."""
+    import onnx
+
+    from irp.export import export_onnx
+
+    model_dir = copy_artifact(artifact, tmp_path / "model")
+    report = export_onnx(model_dir, int8=True, data=valid_file, int8_scheme="vector-wise")
+    assert report.passed and report.int8_scheme == "vector-wise", report.parity
+    assert any(note.startswith("vector-wise: ") for note in report.notes)
+    ops = [node.op_type for node in onnx.load(str(model_dir / "onnx" / "model.int8.onnx")).graph.node]
+    assert "Attention" not in ops and "MultiHeadAttention" in ops and "DynamicQuantizeMatMul" in ops
+    records = load_records(valid_file)
+    int8 = _probs(model_dir, "onnx-int8", records)
+    assert np.abs(int8 - _probs(model_dir, "torch", records)).max() <= 0.02
+    # Alone vs in padded batches: the same up to the quantization grid (the u8 range spans the batch's rows).
+    alone = [_probs(model_dir, "onnx-int8", [r])[0] for r in records[:8]]
+    np.testing.assert_allclose(alone, int8[:8], atol=1e-3)
 
 
 def test_runtime_resolution(exported, artifact: Path) -> None:

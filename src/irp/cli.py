@@ -540,7 +540,8 @@ def export_onnx_command(
     ),
     max_records: int = typer.Option(2000, "--max-records", help="Parity records used at most."),
     int8_scheme: str = typer.Option(
-        "auto", "--int8-scheme", help="auto (per-channel if it passes parity, else blockwise), per-channel, blockwise."
+        "auto", "--int8-scheme",
+        help="auto (the first of per-channel, vector-wise, blockwise that passes parity), or one of them.",
     ),
     force: bool = typer.Option(False, "--force", help="Install the export even when a parity check fails."),
 ) -> None:

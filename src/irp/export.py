@@ -11,13 +11,16 @@ Steps, each checked:
 Which int8 scheme (`int8_scheme`):
 
 - `per-channel`: `onnxruntime.quantization.quantize_dynamic(per_channel=True)`: int8 weights per output channel,
-  activations quantized at run time per tensor. The fastest (int8 GEMMs, VNNI/AMX), but one scale per activation
-  tensor is coarse for MiniLM, whose LayerNorm outputs carry an outlier channel (|x| ~ 30 where the rest is ~ 2):
-  on a 60-step minilm-l6 model it gave max |Δp| 0.05-0.06 (mean 0.006) and failed the 0.02 bar.
-- `blockwise`: 8-bit MatMulNBits: int8 weights per output channel in blocks of 32 inputs, activations handled at
-  run time per block (accuracy level 4). Outliers stay in their block: max |Δp| 0.008-0.011 on the same model,
-  at about 1.4x the fp32 speed instead of ~2.5x.
-- `auto` (default): `per-channel` when it passes parity, else `blockwise`; the report says which and why.
+  activations quantized at run time with one scale per tensor. The fastest, but one scale per activation tensor
+  is coarse for MiniLM, whose [CLS] / [SEP] rows carry a few massive activations (|x| ~ 30 where the rest is
+  ~ 0.3): on a 300-step minilm-l6 model it gave max |Δp| 0.105 and failed the 0.02 bar.
+- `vector-wise` (`irp.quantize`): LLM.int8()-style: activations quantized per row (token), weights per output
+  column, the few outlier input channels (calibrated max |x| > 6) kept in a thin fp32 MatMul. On the same model:
+  max |Δp| 0.0125 at about 1.4x the per-channel latency (2.3x faster than fp32).
+- `blockwise`: 8-bit MatMulNBits: weights per output channel in blocks of 32 inputs, activations quantized at
+  run time per block (accuracy level 4). Accurate (max |Δp| 0.0099) but hardly faster than fp32 on x86.
+- `auto` (default): the first of per-channel, vector-wise, blockwise that passes parity; the report says which
+  and why the others failed.
 
 The parity records are `data` if given, else the artifact's validation file when it is still on disk, else 500
 simulated records. Nothing is installed unless every check passes (or `force`): the files are built in a
@@ -31,7 +34,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,12 +42,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from irp.onnx_runtime import EXPORT_INFO, FILES, ONNX_DIR, OnnxModel, weights_sha256
+from irp.onnx_runtime import EXPORT_INFO, FILES, ONNX_DIR, OnnxModel, as_numpy, weights_sha256
 
 FP32_TOLERANCE = 1e-4  # max |Δprobability|, fp32 ONNX vs torch
 INT8_TOLERANCE = 0.02  # max |Δprobability|, int8 ONNX vs torch
 AP_TOLERANCE = 0.005  # |AP(int8) - AP(torch)| on labelled parity records
-INT8_SCHEMES = ("auto", "per-channel", "blockwise")
+INT8_SCHEMES = ("auto", "per-channel", "vector-wise", "blockwise")
+AUTO_ORDER = ("per-channel", "vector-wise", "blockwise")  # fastest first
+CALIBRATION_RECORDS = 256  # parity records whose activation ranges pick the vector-wise outlier channels
 SINGLE_RECORD_CHECKS = 32  # records also scored one at a time (batch of 1 is the serving shape)
 OPSET = 17
 
@@ -201,11 +206,23 @@ def optimize_graph(src: Path, dst: Path, encoder_config: Any) -> list[str]:
     return [f"fused operators: {fused}"]
 
 
-def quantize_int8(src: Path, dst: Path, scheme: str) -> None:
-    """8-bit weights, activations quantized at run time (see the module docstring for the two schemes)."""
+def quantize_int8(
+    src: Path, dst: Path, scheme: str, calibration: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None
+) -> list[str]:
+    """8-bit weights, activations quantized at run time (the schemes are in the module docstring); returns
+    notes. `calibration` gives the batches that vector-wise measures activation ranges on."""
     import logging
 
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # one INFO line per skipped node
+    if scheme == "vector-wise":
+        from irp.quantize import calibrate, vector_wise_int8
+
+        if calibration is None:
+            raise ValueError("vector-wise int8 needs calibration batches")
+        info = vector_wise_int8(src, dst, calibrate(src, calibration()))
+        channels = sum(info.outlier_channels.values())
+        return [f"vector-wise: {len(info.quantized)} layers in {info.gemms} int8 GEMMs, {channels} outlier input "
+                f"channels kept fp32 across {len(info.outlier_channels)} inputs"]
     if scheme == "blockwise":
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -224,7 +241,8 @@ def quantize_int8(src: Path, dst: Path, scheme: str) -> None:
             extra_options={"DefaultTensorType": 1},  # fused ORT ops defeat shape inference; their outputs are float
         )
     else:
-        raise ValueError(f"unknown int8 scheme {scheme!r}; choose from per-channel, blockwise")
+        raise ValueError(f"unknown int8 scheme {scheme!r}; choose from {', '.join(AUTO_ORDER)}")
+    return []
 
 
 # ---- parity -----------------------------------------------------------------------------------------------
@@ -329,10 +347,16 @@ def export_onnx(
         }
         scheme = None
         if int8:
-            candidates = ("per-channel", "blockwise") if int8_scheme == "auto" else (int8_scheme,)
+            def calibration() -> Iterable[dict[str, np.ndarray]]:
+                n = min(len(records), CALIBRATION_RECORDS)
+                for start in range(0, n, 64):
+                    batch = featurizer.collate(features, np.arange(start, min(start + 64, n)))
+                    yield {name: as_numpy(value) for name, value in batch.items()}
+
+            candidates = AUTO_ORDER if int8_scheme == "auto" else (int8_scheme,)
             for scheme in candidates:  # fastest first; `auto` keeps the first that passes parity
                 say(f"quantizing to int8 ({scheme})")
-                quantize_int8(tmp / FILES["onnx-fp32"], tmp / FILES["onnx-int8"], scheme)
+                notes += quantize_int8(tmp / FILES["onnx-fp32"], tmp / FILES["onnx-int8"], scheme, calibration)
                 say(f"checking int8 parity ({scheme})")
                 parity["int8"] = check_parity(
                     "int8", OnnxModel(tmp / FILES["onnx-int8"], threads=1), featurizer, features, singles,

@@ -31,11 +31,12 @@ class IRPClassifier:
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "cpu", runtime: str = "torch") -> IRPClassifier:
         """`runtime`: torch, onnx (int8 when exported, else fp32), onnx-fp32, onnx-int8 or auto (onnx when
-        exported, else torch); see irp.onnx_runtime. ONNX runs on CPU whatever `device` says."""
+        exported, else torch); see irp.onnx_runtime. ONNX runs on CPU whatever `device` says, with spinning
+        intra-op threads (a batch-scoring setting; `irp serve` builds its own sessions without)."""
         from irp.onnx_runtime import load_onnx, resolve_runtime
 
         if resolve_runtime(model_dir, runtime) != "torch":  # raises ValueError for unknown / missing runtimes
-            onnx_model, featurizer, meta = load_onnx(model_dir, runtime)
+            onnx_model, featurizer, meta = load_onnx(model_dir, runtime, spin=True)
             return cls(onnx_model, featurizer, meta, "cpu")  # type: ignore[arg-type]  # same call convention
         model, featurizer, meta = load_model(model_dir, device=device)
         return cls(model, featurizer, meta, device)
