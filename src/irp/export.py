@@ -15,8 +15,8 @@ Which int8 scheme (`int8_scheme`):
   is coarse for MiniLM, whose [CLS] / [SEP] rows carry a few massive activations (|x| ~ 30 where the rest is
   ~ 0.3): on a 300-step minilm-l6 model it gave max |Δp| 0.105 and failed the 0.02 bar.
 - `vector-wise` (`irp.quantize`): LLM.int8()-style: activations quantized per row (token), weights per output
-  column, the few outlier input channels (calibrated max |x| > 6) kept in a thin fp32 MatMul. On the same model:
-  max |Δp| 0.0125 at about 1.4x the per-channel latency (2.3x faster than fp32).
+  column, the few outlier input channels (max |x| > 6 on the first 256 parity records) kept in a thin fp32
+  MatMul. On the same model: max |Δp| 0.013, about 1.4x the per-channel time, 1.7x faster than fp32 end to end.
 - `blockwise`: 8-bit MatMulNBits: weights per output channel in blocks of 32 inputs, activations quantized at
   run time per block (accuracy level 4). Accurate (max |Δp| 0.0099) but hardly faster than fp32 on x86.
 - `auto` (default): the first of per-channel, vector-wise, blockwise that passes parity; the report says which
