@@ -327,7 +327,8 @@ def _setup(meta: dict[str, Any]) -> list[str]:
         for name, d in data.items():
             rate = "" if d.get("positive_rate") is None else f"{d['positive_rate']:.1%}"
             true = "" if d.get("true_intent_rate") is None else f"{d['true_intent_rate']:.1%}"
-            lines.append(f"| `{name}` | {d['records']:,} | {d['positives']:,} | {rate} | {true} |")
+            drawn = f" (random subset of the file's {d['drawn_from']:,})" if d.get("drawn_from") else ""
+            lines.append(f"| `{name}` | {d['records']:,}{drawn} | {d['positives']:,} | {rate} | {true} |")
     return lines
 
 

@@ -241,14 +241,20 @@ def _options_dict(opts: AblationOptions) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
 
 
-def _data_sizes(ctx: DataContext) -> dict[str, dict[str, Any]]:
-    """Records, positives and (simulated logs) true_intent rate of every set used, in a fixed order."""
-    names = ["train", "valid", "test", *sorted(n for n in ctx.sizes() if n not in ("train", "valid", "test"))]
+def _data_sizes(ctx: DataContext, specs: Sequence[TableSpec]) -> dict[str, dict[str, Any]]:
+    """Records, positives and (simulated logs) true_intent rate of every set used, in a fixed order: those
+    evaluated on and every model's training set (loaded here when all its runs came from the cache)."""
+    trained_on = {row.model.train_set for spec in specs for row in spec.rows if row.model is not None}
+    used = (set(ctx.sizes()) | trained_on) - {"train", "valid", "test"}
+    names = ["train", "valid", "test", *sorted(used)]
     out = {}
     for name in names:
         records = ctx.records(name)
         n, pos = len(records), sum(r.get("label") == 1 for r in records)
         out[name] = {"records": n, "positives": pos, "positive_rate": round(pos / n, 4) if n else None}
+        source = ctx.source_records(name)
+        if source is not None:
+            out[name]["drawn_from"] = source  # records in the given file, of which these are a random subset
         if records and all(r.get("true_intent") in (0, 1) for r in records):
             out[name]["true_intent_rate"] = round(sum(r["true_intent"] for r in records) / n, 4)
     return out
@@ -313,7 +319,7 @@ def run_ablation(opts: AblationOptions, console: Console | None = None) -> list[
         console.print(to_rich(data))
         results.append(table)
 
-    meta = _write_meta(opts, out, ctx, cache, plan, reports, started, time.perf_counter() - t0, backbone)
+    meta = _write_meta(opts, out, ctx, specs, cache, plan, reports, started, time.perf_counter() - t0, backbone)
     report_path = write_report(out, opts.report)
     console.print(
         f"tables -> {out}/ ({', '.join(s.key for s in specs)}); report -> {report_path}; "
@@ -348,8 +354,8 @@ def _run_with_progress(plan: Plan, ctx: DataContext, runtime: Runtime, jobs: int
 
 
 def _write_meta(
-    opts: AblationOptions, out: Path, ctx: DataContext, cache: RunCache, plan: Plan, reports: list[RunReport],
-    started: datetime, wall_s: float, backbone: str,
+    opts: AblationOptions, out: Path, ctx: DataContext, specs: Sequence[TableSpec], cache: RunCache, plan: Plan,
+    reports: list[RunReport], started: datetime, wall_s: float, backbone: str,
 ) -> dict[str, Any]:
     from irp.artifact import library_versions
 
@@ -367,7 +373,7 @@ def _write_meta(
         **invocation,
         "options": _options_dict(opts),
         "backbone": backbone,
-        "data": _data_sizes(ctx),
+        "data": _data_sizes(ctx, specs),
         "runs": {
             "distinct": plan.n_runs, "cached_at_start": plan.cached, "trained_now": len(reports),
             "compute_s_all_runs": round(sum(m.get("wall_s", 0.0) for m in all_runs), 1),

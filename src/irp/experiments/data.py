@@ -184,6 +184,23 @@ class DataContext:
         """Record counts of the sets loaded so far."""
         return {name: len(recs) for name, recs in self._records.items()}
 
+    def source_records(self, name: str) -> int | None:
+        """How many records the given file of `train` / `valid` / `test` holds when the set is a random subset
+        of it (--max-train / --max-eval), else None."""
+        s = self.spec
+        if name not in ("train", "valid", "test") or not (s.max_train if name == "train" else s.max_eval):
+            return None
+        import gzip
+
+        from irp.data.io import file_format, progress_total
+
+        source = Path(getattr(s, name))
+        kind = file_format(source)
+        if kind == ".parquet":
+            return progress_total(source)  # the row count from the Parquet footer
+        with (gzip.open if kind == ".jsonl.gz" else open)(source, "rb") as handle:
+            return sum(1 for line in handle if line.strip())
+
     # ---- internals ----------------------------------------------------------------------------------
     def _file_id(self, path: Path) -> str:
         if path not in self._file_ids:
