@@ -272,6 +272,11 @@ def test_quick_ablation_writes_every_table_and_resumes(sim_log: dict[str, Path],
     assert second.exit_code == 0, second.output
     assert "0 to run" in flat(second.output)
     assert json.loads((out / "table1.json").read_text()) == tables["table1"]
+    data = json.loads((out / "ablate_meta.json").read_text())["data"]  # written again, from the cache alone
+    assert (data["train"]["records"], data["train"]["drawn_from"]) == (500, 800) and "drawn_from" in data["test"]
+    assert "500 (random subset of the file's 800)" in report.read_text()
+    if (SHARED_DATA / "simmc1_fashion").is_dir():
+        assert "fashion_train" in data  # a training set is listed even when none of its runs trained now
 
 
 def test_ablate_rejects_bad_arguments(small_log: dict[str, Path], tmp_path: Path) -> None:

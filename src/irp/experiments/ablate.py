@@ -253,7 +253,7 @@ def _data_sizes(ctx: DataContext, specs: Sequence[TableSpec]) -> dict[str, dict[
         n, pos = len(records), sum(r.get("label") == 1 for r in records)
         out[name] = {"records": n, "positives": pos, "positive_rate": round(pos / n, 4) if n else None}
         source = ctx.source_records(name)
-        if source is not None:
+        if source is not None and source > n:
             out[name]["drawn_from"] = source  # records in the given file, of which these are a random subset
         if records and all(r.get("true_intent") in (0, 1) for r in records):
             out[name]["true_intent_rate"] = round(sum(r["true_intent"] for r in records) / n, 4)
