@@ -15,7 +15,7 @@ The runtimes take turns in blocks of `--block` calls on the same records (rotati
 machine slows them alike and the ratios stay fair, while each runtime keeps its weights warm in the CPU caches
 within a block, as a server running one model does (a runtime switch on every call would evict them). Every call sees a record not seen before (repeats of the same query text or
 product values inside the data are cache hits, as they would be in production). Then batch throughput:
-records/s of irp on ONNX int8 with 2 intra-op threads (spinning, as `irp predict` runs), batches of 64 records.
+records/s of irp on ONNX int8 on 2 threads (two single-threaded runs at once, as `irp predict` scores), batches of 64.
 
 Writes OUTDIR/latency.json: for each runtime {p50_ms, p99_ms, mean_ms, min_ms}, batch_records_per_s,
 speedup_p50_int8_vs_hf, featurize_collate (the Python featurization share of the irp latencies, measured alone),
@@ -96,7 +96,7 @@ def hf_pipeline(model_dir: Path) -> Callable[[dict], float]:
 
 
 def irp_runner(
-    model_dir: Path, runtime: str, threads: int = 1, spin: bool = False
+    model_dir: Path, runtime: str, threads: int = 1, concurrency: int = 1
 ) -> tuple[Callable[[dict], float], Any]:
     from irp.onnx_runtime import load_onnx
     from irp.predict import IRPClassifier
@@ -105,7 +105,7 @@ def irp_runner(
     if runtime == "torch":
         clf = IRPClassifier.load(model_dir, runtime="torch")
     else:
-        model, featurizer, meta = load_onnx(model_dir, runtime, threads=threads, spin=spin)
+        model, featurizer, meta = load_onnx(model_dir, runtime, threads=threads, concurrency=concurrency)
         clf = IRPClassifier(model, featurizer, meta)  # type: ignore[arg-type]
 
     def call(record: dict) -> float:
@@ -216,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
 
     featurize = featurize_times(args.model, records[:n])[args.warmup:]
     with console.status(f"batch throughput (batch {args.batch_size}, {args.batch_threads} threads)..."):
-        # batch scoring as `irp predict` runs it: spinning intra-op threads (IRPClassifier.load's setting)
-        _, batch_clf = irp_runner(args.model, "onnx-int8", threads=args.batch_threads, spin=True)
+        # batch scoring as `irp predict` runs it (IRPClassifier.load): single-threaded runs, batch_threads at once
+        _, batch_clf = irp_runner(args.model, "onnx-int8", threads=1, concurrency=args.batch_threads)
         batch = batch_throughput(batch_clf, records, args.batch_size, args.batch_seconds, args.micro_batch)
 
     result: dict[str, Any] = {name: summarize(times[name]) for name in RUNTIMES}
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     result["speedup_p50_int8_vs_hf"] = round(result["hf_pipeline_torch"]["p50_ms"] / result["irp_onnx_int8"]["p50_ms"], 2)
     result["speedup_p50_int8_vs_irp_torch"] = round(result["irp_torch"]["p50_ms"] / result["irp_onnx_int8"]["p50_ms"], 2)
     result["batch"] = batch | {"runtime": "onnx-int8", "batch_size": args.batch_size, "threads": args.batch_threads,
-                               "micro_batch": args.micro_batch}
+                               "intra_op_threads_per_run": 1, "micro_batch": args.micro_batch}
     result["settings"] = {
         "model": str(args.model),
         "records": source,

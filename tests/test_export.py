@@ -122,6 +122,19 @@ def test_vector_wise_int8_export_passes_parity(artifact: Path, valid_file: Path,
     np.testing.assert_allclose(alone, int8[:8], atol=1e-3)
 
 
+def test_concurrent_batch_scoring_matches_one_run_at_a_time(exported, valid_file: Path) -> None:
+    from irp.onnx_runtime import load_onnx
+    from irp.predict import IRPClassifier
+
+    model_dir, _ = exported
+    records = load_records(valid_file)
+    one_at_a_time = IRPClassifier(*load_onnx(model_dir, "onnx-int8", threads=1, concurrency=1))
+    concurrent = IRPClassifier(*load_onnx(model_dir, "onnx-int8", threads=1, concurrency=3))
+    expected = one_at_a_time.predict_proba(records, batch_size=8)  # 15 batches: several windows of 12
+    np.testing.assert_array_equal(concurrent.predict_proba(records, batch_size=8), expected)
+    assert concurrent.model_.concurrency == 3 and IRPClassifier.load(model_dir, runtime="onnx").model_.threads == 1
+
+
 def test_runtime_resolution(exported, artifact: Path) -> None:
     from irp.onnx_runtime import RuntimeUnavailable, resolve_runtime
 

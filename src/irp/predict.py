@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,12 @@ class IRPClassifier:
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "cpu", runtime: str = "torch") -> IRPClassifier:
         """`runtime`: torch, onnx (int8 when exported, else fp32), onnx-fp32, onnx-int8 or auto (onnx when
-        exported, else torch); see irp.onnx_runtime. ONNX runs on CPU whatever `device` says, with spinning
-        intra-op threads (a batch-scoring setting; `irp serve` builds its own sessions without)."""
+        exported, else torch); see irp.onnx_runtime. ONNX runs on CPU whatever `device` says, set up for batch
+        scoring: one intra-op thread per run and one run per core at once (`irp serve` builds its own)."""
         from irp.onnx_runtime import load_onnx, resolve_runtime
 
         if resolve_runtime(model_dir, runtime) != "torch":  # raises ValueError for unknown / missing runtimes
-            onnx_model, featurizer, meta = load_onnx(model_dir, runtime, spin=True)
+            onnx_model, featurizer, meta = load_onnx(model_dir, runtime, threads=1, concurrency=os.cpu_count() or 1)
             return cls(onnx_model, featurizer, meta, "cpu")  # type: ignore[arg-type]  # same call convention
         model, featurizer, meta = load_model(model_dir, device=device)
         return cls(model, featurizer, meta, device)

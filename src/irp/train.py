@@ -99,17 +99,29 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 def score(
     model: IRPModel, featurizer: Featurizer, features: FeatureSet, device: torch.device, batch_size: int = 256
 ) -> np.ndarray:
-    """Probabilities [N] in record order; batches are length-sorted so little compute goes to padding."""
+    """Probabilities [N] in record order; batches are length-sorted so little compute goes to padding. A model
+    with `map_batches` (an ONNX session with concurrency) runs several batches at once; they are collated
+    here in the calling thread, a window at a time (collate may grow the featurizer's value table)."""
     model.eval()
     order = np.argsort(features.lengths, kind="stable")
-    probs = np.empty(len(features), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        batch = to_device(featurizer.collate(features, index), device)
-        batch.pop("labels")
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    run_all = getattr(model, "map_batches", map)
+    window = 4 * getattr(model, "concurrency", 1)
+
+    def network(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        # no_grad again: grad mode is per thread, and map_batches may run this in a pool thread
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits, _ = model(**batch)
-        probs[index] = torch.sigmoid(logits.float()).cpu().numpy()
+        return torch.sigmoid(logits.float()).cpu().numpy()
+
+    probs = np.empty(len(features), dtype=np.float32)
+    for first in range(0, len(chunks), window):
+        indices = chunks[first : first + window]
+        batches = [to_device(featurizer.collate(features, index), device) for index in indices]
+        for batch in batches:
+            batch.pop("labels")
+        for index, p in zip(indices, run_all(network, batches)):
+            probs[index] = p
     return probs
 
 
