@@ -99,12 +99,15 @@ def vector_wise_int8(
     graph = model.graph
     inits = {init.name: init for init in graph.initializer}
     info = VectorWiseInfo()
+    masks = {  # fused Attention -> its [B, T] padding mask, for MultiHeadAttention
+        node.name: _padding_mask(graph, node.input[3])
+        for node in graph.node if node.op_type == "Attention" and len(node.input) == 4
+    }
     groups: dict[str, list[Any]] = {}  # input tensor -> the linear nodes reading it, in graph order
     for node in linear_nodes(graph):
-        fused_attention = node.op_type == "Attention"
         if (
             node.name in keep_fp32 or node.input[0] not in ranges
-            or (fused_attention and (len(node.input) != 4 or _padding_mask(graph, node.input[3]) is None))
+            or (node.op_type == "Attention" and masks.get(node.name) is None)
         ):
             info.kept_fp32.append(node.name)
         else:
@@ -175,7 +178,7 @@ def vector_wise_int8(
                 heads = next(a.i for a in node.attribute if a.name == "num_heads")
                 q, k, v = (f"{node.name}_{part}" for part in "qkv")
                 ops.append(helper.make_node(
-                    "MultiHeadAttention", [q, k, v, node.input[2], _padding_mask(graph, node.input[3])],
+                    "MultiHeadAttention", [q, k, v, node.input[2], masks[node.name]],
                     list(node.output[:1]), domain=MS_DOMAIN, num_heads=heads,
                 ))
         replaced[id(nodes[0])] = ops
