@@ -33,11 +33,13 @@ class IRPClassifier:
     def load(cls, model_dir: str | Path, device: str = "cpu", runtime: str = "torch") -> IRPClassifier:
         """`runtime`: torch, onnx (int8 when exported, else fp32), onnx-fp32, onnx-int8 or auto (onnx when
         exported, else torch); see irp.onnx_runtime. ONNX runs on CPU whatever `device` says, set up for batch
-        scoring: one intra-op thread per run and one run per core at once (`irp serve` builds its own)."""
-        from irp.onnx_runtime import load_onnx, resolve_runtime
+        scoring: one intra-op thread per run and one run per core (OMP_NUM_THREADS if set) at once; `irp serve`
+        builds its own sessions."""
+        from irp.onnx_runtime import default_threads, load_onnx, resolve_runtime
 
         if resolve_runtime(model_dir, runtime) != "torch":  # raises ValueError for unknown / missing runtimes
-            onnx_model, featurizer, meta = load_onnx(model_dir, runtime, threads=1, concurrency=os.cpu_count() or 1)
+            runs = default_threads() or os.cpu_count() or 1
+            onnx_model, featurizer, meta = load_onnx(model_dir, runtime, threads=1, concurrency=runs)
             return cls(onnx_model, featurizer, meta, "cpu")  # type: ignore[arg-type]  # same call convention
         model, featurizer, meta = load_model(model_dir, device=device)
         return cls(model, featurizer, meta, device)
