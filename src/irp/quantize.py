@@ -39,14 +39,15 @@ class VectorWiseInfo:
     outlier_channels: dict[str, int] = field(default_factory=dict)  # input tensor -> channels kept fp32
 
 
+def _is_linear(node: Any, weights: set[str]) -> bool:
+    return node.op_type in ("MatMul", "Attention") and len(node.input) > 1 and node.input[1] in weights
+
+
 def linear_nodes(graph: Any) -> list[Any]:
     """Nodes that multiply their first input by a constant 2-D weight (input 1): MatMul, and the fused
     `Attention` of ORT's transformer optimizer (weight [C, 3H], bias [3H])."""
     weights = {init.name for init in graph.initializer if len(init.dims) == 2}
-    return [
-        node for node in graph.node
-        if node.op_type in ("MatMul", "Attention") and len(node.input) > 1 and node.input[1] in weights
-    ]
+    return [node for node in graph.node if _is_linear(node, weights)]
 
 
 def calibrate(path: str | Path, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -99,19 +100,23 @@ def vector_wise_int8(
     graph = model.graph
     inits = {init.name: init for init in graph.initializer}
     info = VectorWiseInfo()
-    masks = {  # fused Attention -> its [B, T] padding mask, for MultiHeadAttention
-        node.name: _padding_mask(graph, node.input[3])
-        for node in graph.node if node.op_type == "Attention" and len(node.input) == 4
+    nodes_in_order = list(graph.node)  # positions, not protobuf wrappers, identify nodes below
+    masks = {  # position of a fused Attention -> its [B, T] padding mask, for MultiHeadAttention
+        i: _padding_mask(graph, node.input[3])
+        for i, node in enumerate(nodes_in_order) if node.op_type == "Attention" and len(node.input) == 4
     }
-    groups: dict[str, list[Any]] = {}  # input tensor -> the linear nodes reading it, in graph order
-    for node in linear_nodes(graph):
+    weights = {init.name for init in graph.initializer if len(init.dims) == 2}
+    groups: dict[str, list[int]] = {}  # input tensor -> positions of the linear nodes reading it, in graph order
+    for i, node in enumerate(nodes_in_order):
+        if not _is_linear(node, weights):
+            continue
         if (
             node.name in keep_fp32 or node.input[0] not in ranges
-            or (node.op_type == "Attention" and masks.get(node.name) is None)
+            or (node.op_type == "Attention" and masks.get(i) is None)
         ):
             info.kept_fp32.append(node.name)
         else:
-            groups.setdefault(node.input[0], []).append(node)
+            groups.setdefault(node.input[0], []).append(i)
             info.quantized.append(node.name)
 
     new_inits: list[Any] = []
@@ -121,10 +126,11 @@ def vector_wise_int8(
         return name
 
     const("vw_eps", np.array(1e-12, np.float32))
-    replaced: dict[int, list[Any]] = {}  # id of a group's first node -> the nodes that replace the whole group
+    replaced: dict[int, list[Any]] = {}  # position of a group's first node -> the nodes that replace the group
     dropped: set[int] = set()
-    for g, (x, nodes) in enumerate(groups.items()):
+    for g, (x, positions) in enumerate(groups.items()):
         p = f"vw{g}"
+        nodes = [nodes_in_order[i] for i in positions]
         weights = [numpy_helper.to_array(inits[node.input[1]]).astype(np.float32) for node in nodes]
         w = np.concatenate(weights, axis=1)  # [C, N1 + N2 + ...]
         outliers = np.flatnonzero(ranges[x] > threshold)
@@ -173,23 +179,23 @@ def vector_wise_int8(
         else:
             sizes = const(f"{p}_split", np.array([size for _, size in pieces], np.int64))
             ops.append(helper.make_node("Split", [y, sizes], [name for name, _ in pieces], axis=-1))
-        for node in nodes:
+        for i, node in zip(positions, nodes):
             if node.op_type == "Attention":
                 heads = next(a.i for a in node.attribute if a.name == "num_heads")
                 q, k, v = (f"{node.name}_{part}" for part in "qkv")
                 ops.append(helper.make_node(
-                    "MultiHeadAttention", [q, k, v, node.input[2], masks[node.name]],
+                    "MultiHeadAttention", [q, k, v, node.input[2], masks[i]],
                     list(node.output[:1]), domain=MS_DOMAIN, num_heads=heads,
                 ))
-        replaced[id(nodes[0])] = ops
-        dropped.update(id(node) for node in nodes[1:])
+        replaced[positions[0]] = ops
+        dropped.update(positions[1:])
         info.gemms += 1
 
     rewritten: list[Any] = []
-    for node in graph.node:
-        if id(node) in replaced:
-            rewritten += replaced[id(node)]  # a group's input exists before its first node, so order holds
-        elif id(node) not in dropped:
+    for i, node in enumerate(nodes_in_order):
+        if i in replaced:
+            rewritten += replaced[i]  # a group's input exists before its first node, so order holds
+        elif i not in dropped:
             rewritten.append(node)
     del graph.node[:]
     graph.node.extend(rewritten)
