@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= runs/demo
 
-.PHONY: setup demo test test-all test-slow lint clean
+.PHONY: setup demo test test-slow test-gpu clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m "slow" -p no:cacheprovider
+
+# On a machine with CUDA (they skip without one): a sync-free training step, and `irp train --compile` on the GPU.
+test-gpu: setup
+	$(BIN)/python -m pytest -q -m "gpu" -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -2,12 +2,14 @@
 
   (a) hf_default: AutoModelForSequenceClassification, fp32, padding to 128, batch 32, eager attention
   (b) hf_tuned:   the same model with bf16 autocast (CUDA), SDPA, dynamic padding, batch 512, fused AdamW
-  (c) irp:        IRPModel's training step with product summarization (mean), settings of (b) but the batch of
-                  `irp train` on a GPU (1024, as in the 900K epoch of docs/benchmarks.md; --irp-batch-size)
+  (c) irp:        `irp train`'s own step (irp.train.train_step and make_optimizer) on IRPModel with product
+                  summarization (mean), at the batch of `irp train` on a GPU (1024, as in the 900K epoch of
+                  docs/benchmarks.md; --irp-batch-size)
 
 The HF recipes read the products as text (intent + utterance + the top-5 titles), the usual way to feed them;
-irp reads them as 5 pooled attribute slots. Batches are built before timing for every recipe, so each number is
-optimiser steps only (host-to-device copy included). Also times featurizing (tokenizing) 900K records.
+irp reads them as 5 pooled attribute slots. Batches are built (and on CUDA pinned) before timing for every recipe,
+so each number is optimiser steps only (host-to-device copy included). On CUDA one more step per recipe counts its
+host-device syncs. Also times featurizing (tokenizing) 900K records.
 
     python bench/train_throughput.py --device cuda --out runs/bench
     python bench/train_throughput.py --device cpu --quick --out runs/bench   # CI smoke, < 3 min on 2 cores
@@ -21,6 +23,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +37,7 @@ from irp.data.simulate import SimConfig, simulate  # noqa: E402
 from irp.features import Featurizer  # noqa: E402
 from irp.model.encoder import load_encoder, load_tokenizer, resolve_backbone  # noqa: E402
 from irp.model.irp import IRPModel  # noqa: E402
-from irp.train import epoch_batches  # noqa: E402
+from irp.train import epoch_batches, make_optimizer, train_step  # noqa: E402
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
 
@@ -45,7 +48,13 @@ def hf_text(record: dict) -> str:
 
 
 def time_steps(step, batches: list[dict], device: torch.device, warmup: int, steps: int) -> float:
-    """Examples/s over `steps` optimiser steps after `warmup` steps (cycling through the batches)."""
+    """Examples/s over `steps` optimiser steps after `warmup` steps (cycling through the batches).
+
+    On CUDA the batches are pinned first, as a DataLoader with pin_memory gives them (`irp train`'s loader, and
+    the Hugging Face Trainer's default): a copy from pageable memory may wait for the GPU's queue to stage it."""
+    if device.type == "cuda":
+        batches = [{k: v.pin_memory() for k, v in batch.items()} for batch in batches]
+
     def run(n: int, offset: int) -> int:
         seen = 0
         for i in range(n):
@@ -64,24 +73,45 @@ def time_steps(step, batches: list[dict], device: torch.device, warmup: int, ste
     return seen / (time.perf_counter() - start)
 
 
-def make_step(model: torch.nn.Module, device: torch.device, bf16: bool, irp: bool, compile_model: bool):
+def host_syncs_per_step(step, batch: dict, device: torch.device) -> int | None:
+    """Host-device synchronisations in one (warm) step, counted by CUDA's sync debug mode; None on CPU."""
+    if device.type != "cuda":
+        return None
+    batch = {k: v.to(device) for k, v in batch.items()}
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(batch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def make_hf_step(model: torch.nn.Module, device: torch.device, bf16: bool, compile_model: bool):
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, fused=device.type == "cuda")
     forward = torch.compile(model, dynamic=True) if compile_model else model
 
     def step(batch: dict[str, torch.Tensor]) -> None:
+        labels = batch.pop("labels")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            if irp:
-                _, loss = forward(**batch)
-            else:
-                labels = batch.pop("labels")
-                loss = torch.nn.functional.cross_entropy(forward(**batch).logits.float(), labels)
+            loss = torch.nn.functional.cross_entropy(forward(**batch).logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
 
     return step
+
+
+def make_irp_step(model: IRPModel, config: IRPConfig, device: torch.device, compile_model: bool):
+    """`irp train`'s own optimiser and step function (bf16 autocast on CUDA)."""
+    model.to(device).train()
+    optimizer = make_optimizer(model, config)
+    forward = torch.compile(model, dynamic=True) if compile_model else model
+    return lambda batch: train_step(forward, model, optimizer, batch, device, config.grad_clip)
 
 
 def hf_batches(tokenizer, records: list[dict], batch_size: int, fixed_128: bool, n: int) -> list[dict]:
@@ -172,6 +202,7 @@ def main() -> None:
     records = list(simulate(SimConfig(n=n_records, seed=7)))
     print(f"{len(records):,} simulated records; device {device}; batch (b) {big_batch}, (c) {irp_batch}")
     results: dict[str, float] = {}
+    syncs: dict[str, int | None] = {}  # host-device syncs in one warm step (CUDA)
     bf16 = device.type == "cuda"
 
     # (a) the common recipe
@@ -180,16 +211,19 @@ def main() -> None:
 
     model_a = AutoModelForSequenceClassification.from_pretrained(location, num_labels=2, attn_implementation="eager", dtype=torch.float32)
     batches = hf_batches(tokenizer, records, 32, True, n_batches)
-    results["hf_default"] = time_steps(make_step(model_a, device, False, False, False), batches, device, warmup, steps)
-    del model_a
+    step_a = make_hf_step(model_a, device, False, False)
+    results["hf_default"] = time_steps(step_a, batches, device, warmup, steps)
+    syncs["hf_default"] = host_syncs_per_step(step_a, batches[0], device)
+    del model_a, step_a
 
     # (b) tuned plain HF recipe
     torch.manual_seed(0)
     model_b = AutoModelForSequenceClassification.from_pretrained(location, num_labels=2, attn_implementation="sdpa", dtype=torch.float32)
     batches = hf_batches(tokenizer, records, big_batch, False, n_batches)
     hf_tokens = float(np.mean([b["attention_mask"].shape[1] for b in batches]))
-    step_b = make_step(model_b, device, bf16, False, args.compile)
+    step_b = make_hf_step(model_b, device, bf16, args.compile)
     results["hf_tuned"] = time_steps(step_b, batches, device, warmup, steps)
+    syncs["hf_tuned"] = host_syncs_per_step(step_b, batches[0], device)
     del model_b, step_b
 
     # (c) irp: fused utterance + product summary slots
@@ -201,7 +235,9 @@ def main() -> None:
     batches = [featurizer.collate(features, b) for b in order if len(b) == irp_batch][:n_batches]
     irp_tokens = float(np.mean([b["input_ids"].shape[1] for b in batches]))
     model_c = IRPModel(load_encoder(location), config, featurizer.pad_id)
-    results["irp"] = time_steps(make_step(model_c, device, bf16, True, args.compile), batches, device, warmup, steps)
+    step_c = make_irp_step(model_c, config, device, args.compile)
+    results["irp"] = time_steps(step_c, batches, device, warmup, steps)
+    syncs["irp"] = host_syncs_per_step(step_c, batches[0], device)
 
     # Model FLOPs utilisation of (c): 6 x non-embedding params x tokens per example (+ attention scores).
     layers, hidden = model_c.encoder.config.num_hidden_layers, model_c.encoder.config.hidden_size
@@ -220,6 +256,7 @@ def main() -> None:
         "mean_tokens_per_example": {"hf_default": 128, "hf_tuned": round(hf_tokens, 1), "irp": round(irp_tokens, 1)},
         "timed_steps": steps,
         "examples_per_s": {k: round(v, 1) for k, v in results.items()},
+        "host_syncs_per_step": syncs,
         "ratio_irp_hf_default": round(results["irp"] / results["hf_default"], 2),
         "ratio_irp_hf_tuned": round(results["irp"] / results["hf_tuned"], 2),
         "epoch_900k_s": round(900_000 / results["irp"], 1),
@@ -229,9 +266,10 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "train_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'recipe':<12}{'examples/s':>14}{'batch':>8}{'tokens/ex':>11}")
+    print(f"{'recipe':<12}{'examples/s':>14}{'batch':>8}{'tokens/ex':>11}{'syncs/step':>12}")
     for key in ("hf_default", "hf_tuned", "irp"):
-        print(f"{key:<12}{results[key]:>14,.1f}{report['batch_size'][key]:>8}{report['mean_tokens_per_example'][key]:>11}")
+        print(f"{key:<12}{results[key]:>14,.1f}{report['batch_size'][key]:>8}"
+              f"{report['mean_tokens_per_example'][key]:>11}{str(syncs[key]):>12}")
     print(f"irp / hf_default = {report['ratio_irp_hf_default']}x, irp / hf_tuned = {report['ratio_irp_hf_tuned']}x; "
           f"900K epoch ≈ {report['epoch_900k_s']} s; MFU {report['mfu']}; "
           f"tokenize 900K = {report['tokenize_900k_s']} s{' (extrapolated)' if report['tokenize_extrapolated'] else ''}")

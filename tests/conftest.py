@@ -100,10 +100,12 @@ def make_records(n: int, seed: int = 0) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny randomly initialised BERT with the real MiniLM tokenizer, built once per test session."""
+    """A tiny randomly initialised BERT with the real MiniLM tokenizer, built once per test session.
+    IRP_TEST_TOKENIZER names another folder with that tokenizer (a GPU machine without the backbone package)."""
     from irp.model.encoder import build_tiny_encoder
 
-    return str(build_tiny_encoder(tmp_path_factory.mktemp("tiny_backbone")))
+    source = os.environ.get("IRP_TEST_TOKENIZER")
+    return str(build_tiny_encoder(tmp_path_factory.mktemp("tiny_backbone"), tokenizer_source=source))
 
 
 @pytest.fixture(scope="session")

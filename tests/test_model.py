@@ -131,3 +131,21 @@ def test_logits_keep_fp32_resolution_under_bf16_autocast(tiny_backbone: str) -> 
     # Logits that went through a bf16 head would all be exactly representable in bf16.
     representable = logits.to(torch.bfloat16).float() == logits
     assert representable.float().mean() < 0.5
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_prepared_4d_mask_matches_the_encoders_own_2d_handling(tiny_backbone: str, attn: str) -> None:
+    """IRPModel hands the encoder a 4-D mask (no `mask.all()` sync); it must mean what the 2-D mask means."""
+    config = IRPConfig(backbone=tiny_backbone)
+    featurizer = Featurizer(load_tokenizer(tiny_backbone), config)
+    model = IRPModel(load_encoder(tiny_backbone, attn_implementation=attn), config, featurizer.pad_id).eval()
+    assert model.encoder.config._attn_implementation == attn
+    batch = featurizer.collate(featurizer.featurize(make_records(12, seed=5)), np.arange(12))
+    mask = batch["attention_mask"]
+    assert (mask == 0).any()  # the batch is padded, so the mask matters
+    embeds = model.word_embeddings(batch["input_ids"])
+    with torch.no_grad():
+        own = model.encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        prepared = model.encoder(inputs_embeds=embeds, attention_mask=model.encoder_mask(mask, embeds.dtype))
+    real = mask.bool()
+    torch.testing.assert_close(prepared.last_hidden_state[real], own[real], atol=1e-6, rtol=1e-5)

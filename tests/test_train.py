@@ -126,3 +126,79 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_backbone: str, smal
     a = json.loads((straight / "metrics.json").read_text())
     b = json.loads((crashed / "metrics.json").read_text())
     assert abs(a["ap"] - b["ap"]) <= 0.01
+
+
+
+def _step_parts(backbone: str, device: str):
+    """A model, irp train's optimizer and two collated batches on `device`; one warm step already taken (the
+    first step creates the optimizer state)."""
+    import torch
+
+    from conftest import make_records
+    from irp.config import IRPConfig
+    from irp.features import Featurizer
+    from irp.model.encoder import load_encoder, load_tokenizer
+    from irp.model.irp import IRPModel
+    from irp.train import make_optimizer, to_device, train_step
+
+    config = IRPConfig(backbone=backbone)
+    featurizer = Featurizer(load_tokenizer(backbone), config)
+    model = IRPModel(load_encoder(backbone), config, featurizer.pad_id).to(device).train()
+    optimizer = make_optimizer(model, config)
+    features = featurizer.featurize(make_records(32, seed=4))
+    batches = [to_device(featurizer.collate(features, np.arange(i, i + 16)), torch.device(device)) for i in (0, 16)]
+    train_step(model, model, optimizer, batches[0], torch.device(device), 1.0)
+    return model, optimizer, batches[1]
+
+
+def test_train_step_never_reads_a_tensor_back_to_the_host(tiny_backbone: str) -> None:
+    """On CUDA every `.item()`, `bool(tensor)`, ... in the inner loop is a host-device sync that stalls the
+    queue of kernel launches. On CPU the same calls are caught at the torch-function level."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    from irp.train import train_step
+
+    to_host = {torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__int__,
+               torch.Tensor.__float__, torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.nonzero}
+    calls: list[str] = []
+
+    class CatchHostReads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in to_host:
+                calls.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    model, optimizer, batch = _step_parts(tiny_backbone, "cpu")
+    with CatchHostReads():
+        loss = train_step(model, model, optimizer, batch, torch.device("cpu"), 1.0)
+    assert calls == [], f"host reads in the training step: {calls}"
+    assert torch.isfinite(loss) and not loss.requires_grad
+
+
+@pytest.mark.gpu
+def test_cuda_train_step_makes_no_host_device_sync(tiny_backbone: str) -> None:
+    import torch
+
+    from irp.train import train_step
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    model, optimizer, batch = _step_parts(tiny_backbone, "cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = train_step(model, model, optimizer, batch, torch.device("cuda"), 1.0)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("device", [pytest.param("cpu", marks=pytest.mark.slow), pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_training_with_compile_learns(device: str, tiny_backbone: str, small_log: dict[str, Path], tmp_path: Path) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    run_irp(*[device if a == "cpu" else a for a in train_args(tiny_backbone, small_log, tmp_path / "m", "--compile")])
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["ap"] > 0.75

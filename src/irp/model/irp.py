@@ -53,6 +53,18 @@ class IRPModel(nn.Module):
         pooled = pool_products(per_product, present, self.config.summarizer)  # [B, F, H]
         return pooled + self.attr_type.weight[: pooled.shape[1]]
 
+    def encoder_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """[B, T] 0/1 -> the [B, 1, 1, T] mask the encoder's attention applies as it is.
+
+        Given a 2-D mask, transformers tests `mask.all()` on every call to drop a mask without padding: a
+        host-device sync per step on CUDA, which stalls the queue of kernel launches. A 4-D mask skips that.
+        The ONNX export keeps the 2-D mask (its graph, and ONNX Runtime's attention fusion, stay as they were).
+        """
+        keep = attention_mask[:, None, None, :]
+        if self.encoder.config._attn_implementation == "sdpa":
+            return keep.bool()  # SDPA: True = attend
+        return (1.0 - keep.to(dtype)) * torch.finfo(dtype).min  # eager: added to the scores
+
     def forward(
         self,
         input_ids: torch.Tensor,  # [B, T]
@@ -70,8 +82,9 @@ class IRPModel(nn.Module):
             embeds = embeds.masked_scatter(slot_mask.unsqueeze(-1), summary.to(embeds.dtype))
         if token_type_ids is not None and self.encoder.config.type_vocab_size < 2:
             token_type_ids = None  # e.g. RoBERTa has a single token type
+        encoder_mask = attention_mask if torch.onnx.is_in_onnx_export() else self.encoder_mask(attention_mask, embeds.dtype)
         hidden = self.encoder(
-            inputs_embeds=embeds, attention_mask=attention_mask, token_type_ids=token_type_ids
+            inputs_embeds=embeds, attention_mask=encoder_mask, token_type_ids=token_type_ids
         ).last_hidden_state  # [B, T, H]
         # Pool and project in fp32 even under bf16 autocast: a bf16 logit has 8 mantissa bits, which would put
         # the probabilities on a coarse grid, tie many scores and make the threshold choice jumpy.
