@@ -194,8 +194,9 @@ def test_cuda_train_step_makes_no_host_device_sync(tiny_backbone: str) -> None:
     assert torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("device", [pytest.param("cpu", marks=pytest.mark.slow), pytest.param("cuda", marks=pytest.mark.gpu)])
-def test_training_with_compile_learns(device: str, tiny_backbone: str, small_log: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("device", [pytest.param("cpu", marks=pytest.mark.slow),
+                                    pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_training_with_compile_learns(device: str, tiny_backbone: str, small_log: dict[str, Path], tmp_path: Path):
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():

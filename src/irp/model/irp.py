@@ -82,7 +82,8 @@ class IRPModel(nn.Module):
             embeds = embeds.masked_scatter(slot_mask.unsqueeze(-1), summary.to(embeds.dtype))
         if token_type_ids is not None and self.encoder.config.type_vocab_size < 2:
             token_type_ids = None  # e.g. RoBERTa has a single token type
-        encoder_mask = attention_mask if torch.onnx.is_in_onnx_export() else self.encoder_mask(attention_mask, embeds.dtype)
+        exporting = torch.onnx.is_in_onnx_export()
+        encoder_mask = attention_mask if exporting else self.encoder_mask(attention_mask, embeds.dtype)
         hidden = self.encoder(
             inputs_embeds=embeds, attention_mask=encoder_mask, token_type_ids=token_type_ids
         ).last_hidden_state  # [B, T, H]
