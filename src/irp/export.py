@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from irp.fileio import replace_dir
 from irp.onnx_runtime import EXPORT_INFO, FILES, ONNX_DIR, OnnxModel, as_numpy, weights_sha256
 
 FP32_TOLERANCE = 1e-4  # max |Δprobability|, fp32 ONNX vs torch
@@ -376,19 +377,10 @@ def export_onnx(
         report.installed = True
         info = report.to_dict() | {"weights_sha256": weights_sha256(model_dir), "opset": OPSET}
         (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
-        _install(tmp, model_dir / ONNX_DIR)
+        replace_dir(tmp, model_dir / ONNX_DIR)  # renames only: a reader sees the old export or the new one
         return report
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _install(tmp: Path, target: Path) -> None:
-    """Replace `target` by `tmp` with renames only, so a reader sees the old export or the new one."""
-    old = target.with_name(f".onnx-old-{os.getpid()}")
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def format_report(report: ExportReport) -> Sequence[str]:

@@ -291,26 +291,21 @@ def cache_key(featurizer: Featurizer, fingerprint: str, label_field: str) -> str
 def save_features(directory, features: FeatureSet, featurizer: Featurizer) -> None:
     """Arrays as .npy (memory-mappable, no pickle) and the slots' value strings as JSON, written atomically."""
     import json
-    import shutil
     from pathlib import Path
 
-    from irp.fileio import replace_dir
+    from irp.fileio import atomic_dir
 
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "ids.npy", features.ids)
-    np.save(tmp / "offsets.npy", features.offsets)
-    np.save(tmp / "labels.npy", features.labels)
-    if features.slots is not None:
-        used = np.unique(features.slots[features.slots >= 0])
-        local = np.full(features.slots.shape, -1, dtype=np.int32)
-        local[features.slots >= 0] = np.searchsorted(used, features.slots[features.slots >= 0])
-        np.save(tmp / "slots.npy", local)
-        texts = {i: t for t, i in featurizer.value_index.items()}
-        (tmp / "values.json").write_text(json.dumps([texts[int(i)] for i in used]))
-    replace_dir(tmp, directory)
+    with atomic_dir(Path(directory)) as tmp:
+        np.save(tmp / "ids.npy", features.ids)
+        np.save(tmp / "offsets.npy", features.offsets)
+        np.save(tmp / "labels.npy", features.labels)
+        if features.slots is not None:
+            used = np.unique(features.slots[features.slots >= 0])
+            local = np.full(features.slots.shape, -1, dtype=np.int32)
+            local[features.slots >= 0] = np.searchsorted(used, features.slots[features.slots >= 0])
+            np.save(tmp / "slots.npy", local)
+            texts = {i: t for t, i in featurizer.value_index.items()}
+            (tmp / "values.json").write_text(json.dumps([texts[int(i)] for i in used]))
 
 
 def load_features(directory, featurizer: Featurizer) -> FeatureSet:

@@ -63,6 +63,20 @@ def replace_dir(complete: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """A fresh, empty sibling folder to write into; swapped in as `final` (`replace_dir`) when the block
+    completes, removed when it fails, so `final` is never seen half written."""
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        replace_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def existing_dir(final: Path) -> Path | None:
     """`final`, or the copy a crash in the middle of `replace_dir` left behind, or None."""
     for candidate in (final, final.with_name(final.name + ".old")):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from irp import distributed as dist
 from irp.artifact import file_fingerprint, write_artifact
 from irp.config import IRPConfig
 from irp.features import FeatureSet, Featurizer, cache_key, load_features, save_features
-from irp.fileio import existing_dir, replace_dir
+from irp.fileio import atomic_dir, existing_dir
 from irp.metrics import average_precision
 from irp.model.encoder import load_encoder, load_tokenizer, resolve_backbone
 from irp.model.irp import IRPModel
@@ -180,20 +179,17 @@ class TrainState:
 
 
 def save_checkpoint(directory: Path, model: IRPModel, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save(tmp)
     names = {id(p): n for n, p in model.named_parameters()}
     tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
     for group in optimizer.param_groups:
         for p in group["params"]:
             for key, value in optimizer.state.get(p, {}).items():
                 tensors[f"{names[id(p)]}::{key}"] = value.detach().cpu().contiguous()
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
     meta = {"state": state.__dict__, "python_rng": repr(random.getstate())}
-    (tmp / "state.json").write_text(json.dumps(meta))
-    replace_dir(tmp, directory)
+    with atomic_dir(directory) as tmp:
+        model.save(tmp)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(meta))
 
 
 def load_checkpoint(directory: Path, model: IRPModel, optimizer: torch.optim.Optimizer) -> TrainState:
@@ -401,10 +397,8 @@ def _evaluate_and_keep_best(
         state.history = (state.history or []) + [entry]
         if ap > state.best_ap:
             state.best_ap, state.best_step, state.evals_without_gain = float(ap), state.step, 0
-            tmp = ckpt_dir / "best.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save(tmp)
-            replace_dir(tmp, ckpt_dir / "best")
+            with atomic_dir(ckpt_dir / "best") as tmp:
+                model.save(tmp)
         else:
             state.evals_without_gain += 1
         stop = state.evals_without_gain >= config.patience
