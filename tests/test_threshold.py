@@ -1,4 +1,5 @@
-"""Threshold choice against brute force and scikit-learn's precision_recall_curve."""
+"""Threshold choice against brute force and scikit-learn's precision_recall_curve; the certified rule's bound
+against scipy.stats, the whole rule against a brute-force reference, and its coverage on simulated draws."""
 
 from __future__ import annotations
 
@@ -9,9 +10,21 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import beta, binom, binomtest, norm
 from sklearn.metrics import fbeta_score, precision_recall_curve
 
-from irp.threshold import PrecisionTargetWarning, ThresholdChoice, choose_threshold, operating_points
+from irp.threshold import (
+    PrecisionTargetWarning,
+    ThresholdChoice,
+    choose_threshold,
+    default_min_predicted,
+    guarantee_sentence,
+    min_certifiable,
+    operating_points,
+    precision_lower_bound,
+    precision_lower_bounds,
+    records_needed,
+)
 
 
 def brute_force(y: np.ndarray, s: np.ndarray, target: float) -> tuple[float, str]:
@@ -45,7 +58,7 @@ def test_choice_equals_brute_force(data: tuple[list[int], list[float]], target: 
     y, s = np.array(data[0]), np.array(data[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrecisionTargetWarning)
-        choice = choose_threshold(y, s, target)
+        choice = choose_threshold(y, s, target, confidence=0)
     threshold, rule = brute_force(y, s, target)
     assert (choice.threshold, choice.rule) == (threshold, rule)
     assert choice.reached == (rule == "max_recall_at_precision")
@@ -74,7 +87,7 @@ def test_exact_ties_and_exact_target() -> None:
     # Scores 0.9 (1 pos), 0.5 tied (3 pos, 1 neg), 0.1 (1 neg): at 0.5 precision is exactly 4/5 = 0.8.
     y = [1, 1, 1, 0, 1, 0]
     s = [0.9, 0.5, 0.5, 0.5, 0.5, 0.1]
-    choice = choose_threshold(y, s, 0.8)
+    choice = choose_threshold(y, s, 0.8, confidence=0)
     assert choice == ThresholdChoice(
         threshold=0.5,
         rule="max_recall_at_precision",
@@ -84,28 +97,31 @@ def test_exact_ties_and_exact_target() -> None:
         target_precision=0.8,
         reached=True,
         message=choice.message,
+        n=6,
+        positives=4,
+        predicted_positive=5,
     )
     # The tied block is all-or-nothing: with 0.81 no threshold between 0.9 and 0.5 exists.
-    assert choose_threshold(y, s, 0.81).threshold == 0.9
+    assert choose_threshold(y, s, 0.81, confidence=0).threshold == 0.9
 
 
 def test_equal_recall_prefers_the_higher_threshold() -> None:
     # Thresholds 0.8 and 0.6 both give recall 1 and precision >= 0.5; 0.8 has the higher precision.
-    choice = choose_threshold([1, 0, 0], [0.8, 0.6, 0.2], 0.5)
+    choice = choose_threshold([1, 0, 0], [0.8, 0.6, 0.2], 0.5, confidence=0)
     assert (choice.threshold, choice.precision, choice.recall) == (0.8, 1.0, 1.0)
 
 
 def test_fallback_is_loud() -> None:
     y, s = [0, 1, 0, 1, 0, 0], [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
     with pytest.warns(PrecisionTargetWarning, match="TARGET PRECISION NOT REACHED"):
-        choice = choose_threshold(y, s, 0.9)
+        choice = choose_threshold(y, s, 0.9, confidence=0)
     assert choice.rule == "max_f05_fallback" and not choice.reached
     assert "0.9" in choice.message and "F0.5" in choice.message
     assert choice.threshold == 0.6  # F0.5 is 0.5 at 0.6 vs 0.3846 at 0.8
 
 
 def test_choice_is_frozen_and_degenerate_inputs_raise() -> None:
-    choice = choose_threshold([0, 1], [0.1, 0.9])
+    choice = choose_threshold([0, 1], [0.1, 0.9], confidence=0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         choice.threshold = 0.0  # type: ignore[misc]
     with pytest.raises(ValueError, match="no positive example"):
@@ -114,3 +130,227 @@ def test_choice_is_frozen_and_degenerate_inputs_raise() -> None:
         choose_threshold([], [])
     with pytest.raises(ValueError, match="target precision"):
         choose_threshold([0, 1], [0.1, 0.9], target_precision=0.0)
+    with pytest.raises(ValueError, match="confidence must be in"):
+        choose_threshold([0, 1], [0.1, 0.9], confidence=1.0)
+    with pytest.raises(ValueError, match="confidence must be in"):
+        choose_threshold([0, 1], [0.1, 0.9], confidence=-0.1)
+    with pytest.warns(PrecisionTargetWarning, match="precision 1 can never be certified"):
+        assert choose_threshold([0, 1], [0.1, 0.9], target_precision=1.0, confidence=0.9).rule == "max_f05_fallback"
+    assert choose_threshold([0, 1], [0.1, 0.9], target_precision=1.0, confidence=0).reached  # point rule allows 1
+
+
+# ---- the certified rule -----------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 400).flatmap(lambda m: st.tuples(st.integers(0, m), st.just(m))),
+       st.sampled_from([0.5, 0.8, 0.9, 0.95, 0.99]))
+def test_bound_is_scipys_one_sided_clopper_pearson(km: tuple[int, int], confidence: float) -> None:
+    k, m = km
+    ours = precision_lower_bound(k, m, confidence)
+    # scipy's exact one-sided interval: binomtest(..., alternative="greater") gives [low, 1]
+    low = binomtest(k, m, alternative="greater").proportion_ci(confidence_level=confidence, method="exact").low
+    assert ours == pytest.approx(low, abs=1e-9)
+    if k > 0:  # the defining tail: P(Binom(m, L) >= k) = 1 - confidence at the bound
+        assert binom.sf(k - 1, m, ours) == pytest.approx(1 - confidence, rel=1e-6)
+        assert ours == pytest.approx(beta.ppf(1 - confidence, k, m - k + 1))
+    else:
+        assert ours == 0.0
+
+
+def test_bounds_are_vectorised_and_checked() -> None:
+    k, m = np.array([0, 5, 10, 90]), np.array([3, 10, 10, 100])
+    np.testing.assert_allclose(precision_lower_bounds(k, m, 0.9), [precision_lower_bound(a, b, 0.9) for a, b in zip(k, m)])
+    with pytest.raises(ValueError, match="0 <= tp <= predicted"):
+        precision_lower_bounds([4], [3], 0.9)
+    with pytest.raises(ValueError, match="confidence in"):
+        precision_lower_bounds([1], [3], 0.0)
+
+
+def test_min_certifiable_and_records_needed_match_a_search() -> None:
+    for target, confidence in [(0.8, 0.9), (0.9, 0.9), (0.8, 0.95), (0.5, 0.99), (0.95, 0.8)]:
+        n = next(n for n in range(1, 10_000) if precision_lower_bound(n, n, confidence) >= target)
+        assert min_certifiable(target, confidence) == n
+    # records_needed: the smallest m whose bound at floor(precision * m) correct reaches the target (near enough:
+    # the bound is not monotone in m when floor() steps, so check it certifies and that m - 1 does not)
+    for precision in (0.85, 0.9, 0.95):
+        m = records_needed(precision, 0.8, 0.9)
+        assert m is not None and precision_lower_bound(int(precision * m + 1e-9), m, 0.9) >= 0.8
+        assert precision_lower_bound(int(precision * (m - 1) + 1e-9), m - 1, 0.9) < 0.8
+    assert records_needed(0.8, 0.8, 0.9) is None and records_needed(0.7, 0.8, 0.9) is None
+    assert default_min_predicted(100, 0.8, 0.9) == 11 and default_min_predicted(1000, 0.8, 0.9) == 50
+
+
+def certified_reference(y: np.ndarray, s: np.ndarray, target: float, confidence: float,
+                        min_predicted: int | None) -> tuple[float, str]:
+    """(threshold, rule) of the certified rule, as the issue words it, with plain numpy and scipy.stats."""
+    n = len(y)
+    start = min_predicted or max(min_certifiable(target, confidence), int(np.ceil(0.05 * n)))
+    thresholds = sorted(set(s.tolist()), reverse=True)
+    passed = None
+    started = False
+    for i, t in enumerate(thresholds):
+        pred = s >= t
+        if pred.sum() < start and i < len(thresholds) - 1:
+            continue  # the scan starts at the first threshold predicting >= start records (or the lowest one)
+        started = True
+        k, m = int(y[pred].sum()), int(pred.sum())
+        # Clopper-Pearson via the beta quantile (equal to binomtest's exact interval: tested above, and faster)
+        low = beta.ppf(1 - confidence, k, m - k + 1) if k else 0.0
+        if low < target:
+            break
+        passed = t
+    assert started
+    if passed is not None:
+        return passed, "certified_precision"
+    f05 = []
+    for t in thresholds:
+        tp, predicted = int(y[s >= t].sum()), int((s >= t).sum())
+        f05.append(1.25 * tp / (1.25 * tp + 0.25 * (y.sum() - tp) + (predicted - tp)))
+    best = max(f05)
+    return next(t for t, f in zip(thresholds, f05) if f >= best - 1e-12), "max_f05_fallback"
+
+
+certified_samples = st.integers(5, 80).flatmap(
+    lambda n: st.tuples(
+        st.lists(st.integers(0, 1), min_size=n, max_size=n).filter(lambda y: sum(y) > 0),
+        st.lists(st.integers(0, 30).map(lambda v: v / 30), min_size=n, max_size=n),
+    )
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(certified_samples, st.sampled_from([0.3, 0.5, 0.6, 0.8]), st.sampled_from([0.5, 0.8, 0.9]),
+       st.sampled_from([None, 1, 3, 8]))
+def test_certified_rule_equals_brute_force(data: tuple[list[int], list[float]], target: float, confidence: float,
+                                           min_predicted: int | None) -> None:
+    y, s = np.array(data[0]), np.array(data[1])  # random labels: mostly fallbacks, low targets certify
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionTargetWarning)
+        choice = choose_threshold(y, s, target, confidence, min_predicted=min_predicted)
+    threshold, rule = certified_reference(y, s, target, confidence, min_predicted)
+    assert (choice.threshold, choice.rule) == (threshold, rule)
+    pred = s >= choice.threshold
+    assert (choice.n, choice.positives, choice.predicted_positive) == (len(y), y.sum(), pred.sum())
+    assert choice.lower_bound == pytest.approx(precision_lower_bound(int(y[pred].sum()), int(pred.sum()), confidence))
+    if rule == "certified_precision":
+        assert choice.reached and choice.lower_bound >= target
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000))
+def test_certified_rule_on_informative_scores_equals_brute_force(seed: int) -> None:
+    """Scores that rank positives first (a trained model): the certified branch is exercised, not only fallbacks."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 150))
+    y = (rng.random(n) < 0.4).astype(int)
+    y[0] = 1
+    s = np.round(rng.normal(0, 1, n) + 2.5 * y, 1)
+    target, confidence = float(rng.choice([0.6, 0.7, 0.8])), float(rng.choice([0.8, 0.9, 0.95]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionTargetWarning)
+        choice = choose_threshold(y, s, target, confidence)
+    assert (choice.threshold, choice.rule) == certified_reference(y, s, target, confidence, None)
+
+
+def gaussian_population(pi: float = 0.21, mu: float = 2.0):
+    """Class-conditional N(0, 1) / N(mu, 1) scores: the population precision of `score >= t` is known exactly."""
+
+    def draw(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = (rng.random(n) < pi).astype(int)
+        return y, rng.normal(0, 1, n) + mu * y
+
+    def precision(t: float) -> float:
+        tp, fp = pi * norm.sf(t - mu), (1 - pi) * norm.sf(t)
+        return tp / (tp + fp)
+
+    return draw, precision
+
+
+def test_certified_threshold_keeps_its_promise_on_new_records() -> None:
+    """The guarantee, measured: over 300 validation draws the chosen threshold's *population* precision reaches the
+    target in >= ~90 % of draws at confidence 0.9, where the point rule's does about half the time."""
+    draw, population_precision = gaussian_population()
+    rng = np.random.default_rng(0)
+    covered: dict[float, list[bool]] = {0.9: [], 0.0: []}
+    recall: dict[float, list[float]] = {0.9: [], 0.0: []}
+    for _ in range(300):
+        y, s = draw(rng, 1000)
+        for confidence in covered:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PrecisionTargetWarning)
+                c = choose_threshold(y, s, 0.8, confidence)
+            covered[confidence].append(population_precision(c.threshold) >= 0.8)
+            recall[confidence].append(c.recall)
+    # measured: 0.94 certified vs 0.55 point (binomial s.e. of a 0.9 coverage over 300 draws: 0.017)
+    assert np.mean(covered[0.9]) >= 0.87
+    assert np.mean(covered[0.0]) <= 0.7
+    # the price: some recall (population recall at exactly precision 0.8 is 0.597)
+    assert 0.35 < np.median(recall[0.9]) < np.median(recall[0.0])
+
+
+def test_the_default_start_certifies_where_starting_at_n_min_fails() -> None:
+    """3,500 records, 21 % positives, precision 0.9 in the top 20 % of scores: starting the scan at 5 % of the
+    records certifies in every draw; starting at n_min (11) stops at the first early negative most of the time."""
+    rng = np.random.default_rng(1)
+    reached_default = reached_nmin = 0
+    for _ in range(100):
+        s = rng.random(3500)
+        y = (rng.random(3500) < np.where(s > 0.8, 0.9, (0.21 - 0.2 * 0.9) / 0.8)).astype(int)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PrecisionTargetWarning)
+            reached_default += choose_threshold(y, s, 0.8, 0.9).reached
+            reached_nmin += choose_threshold(y, s, 0.8, 0.9, min_predicted=min_certifiable(0.8, 0.9)).reached
+    assert reached_default >= 98 and reached_nmin <= 60  # measured: 100 and 32
+
+
+def test_certified_fallback_message_gives_the_best_bound_and_the_data_needed() -> None:
+    # 200 records, flat validation precision 0.9 over the top 100 (one negative in ten), 10 positives below: the
+    # first step (11 records, 10 correct) cannot certify 0.8 at 90 %, though the top 100 would (bound 0.85).
+    y = np.array(([1] * 9 + [0]) * 10 + [1] + [0] * 9 + [1] * 9 + [0] * 81)
+    s = np.linspace(1, 0, len(y))
+    with pytest.warns(PrecisionTargetWarning, match="TARGET PRECISION NOT CERTIFIED") as caught:
+        choice = choose_threshold(y, s, 0.8, 0.9)
+    assert choice.rule == "max_f05_fallback" and not choice.reached
+    message = str(caught[0].message)
+    assert message == choice.message
+    first = precision_lower_bound(int(y[:11].sum()), 11, 0.9)
+    best = max(precision_lower_bound(int(y[:m].sum()), m, 0.9) for m in range(11, len(y) + 1))
+    assert best >= 0.8 > first  # a later step would pass: the fixed sequence stopped at the first one
+    assert f"the scan starts at 11 predicted positives, validation precision 0.909, lower bound {first:.3f}" in message
+    assert f"the best bound reached is {best:.3f}" in message
+    # The best bound is at the top 110 (precision 100/110), where 32 records are needed in the first step; the
+    # first step is 5 % of n', so n' = 640 = 3.2 x 200 records, and 3.2 x 100 positives.
+    assert records_needed(100 / 110, 0.8, 0.9) == 32
+    assert "first step needs about 32 predicted positives (it holds 11)" in message
+    assert "a validation file about 3.2x as large: roughly 320 validation positives (this file has 100)" in message
+    assert "fell back to the F0.5-maximising threshold" in message
+    assert guarantee_sentence(choice).startswith("No guarantee: the target precision 0.8 could not be certified")
+    with pytest.warns(PrecisionTargetWarning, match="raise min_predicted"):  # a fixed first step does not grow
+        choose_threshold(y, s, 0.8, 0.9, min_predicted=11)
+
+
+def test_fallback_says_when_the_top_is_the_problem_or_the_precision_is_too_low() -> None:
+    # The first 50 records (5 % of 1000) are 60 % precise, the next 500 all positive: data is not the issue.
+    y = np.array([1, 1, 1, 0, 0] * 10 + [1] * 500 + [0] * 450)
+    with pytest.warns(PrecisionTargetWarning) as caught:
+        choose_threshold(y, np.linspace(1, 0, len(y)), 0.8, 0.9)
+    assert "the top-scored records are less precise than those below them" in str(caught[0].message)
+    # When precision is nowhere above the target, more data cannot help, and the message says so.
+    with pytest.warns(PrecisionTargetWarning):
+        poor = choose_threshold([1, 0] * 20, np.linspace(1, 0, 40), 0.8, 0.9)
+    assert "more validation data would not help" in poor.message
+
+
+def test_guarantee_sentences_name_what_is_covered() -> None:
+    y, s = [1] * 40 + [0] * 60, np.linspace(1, 0, 100)
+    certified = choose_threshold(y, s, 0.8, 0.9)
+    text = guarantee_sentence(certified)
+    assert "90 %" in text and "at least 0.8" in text and "same distribution as the validation file" in text
+    assert "drift" in text and f"{certified.lower_bound:.3f}" in text
+    assert guarantee_sentence(choose_threshold(y, s, 0.8, 0)).startswith("No guarantee: the threshold reaches")
+
+
+def test_confidence_accepts_numpy_scalars() -> None:
+    y, s = [1] * 40 + [0] * 60, np.linspace(1, 0, 100)
+    assert choose_threshold(y, s, 0.8, np.float32(0.9)).confidence == pytest.approx(0.9)

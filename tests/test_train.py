@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from irp.data.io import load_records
 from irp.train import epoch_batches
 
 IRP = [sys.executable, "-m", "irp.cli"]
@@ -33,6 +34,11 @@ def train_args(backbone: str, log: dict[str, Path], out: Path, *extra: str) -> l
             "--backbone", backbone, "--epochs", "3", "--batch-size", "16", "--lr", "3e-3", "--device", "cpu", *extra]
 
 
+def small_log_valid(model_dir: Path) -> Path:
+    """The validation file an artifact was trained with (config.json records its path)."""
+    return Path(json.loads((model_dir / "config.json").read_text())["data"]["valid"]["path"])
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_backbone: str, small_log: dict[str, Path], tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model")
@@ -44,11 +50,21 @@ def test_artifact_is_complete_and_never_pickled(trained: Path) -> None:
     for name in ("config.json", "model.safetensors", "tokenizer", "metrics.json", "MODEL_CARD.md"):
         assert (trained / name).exists(), name
     meta = json.loads((trained / "config.json").read_text())
-    assert meta["threshold"]["rule"] in ("max_recall_at_precision", "max_f05_fallback")
+    thr = meta["threshold"]
+    assert thr["rule"] in ("certified_precision", "max_f05_fallback")  # defaults: confidence 0.9
+    assert thr["confidence"] == 0.9 and thr["target_precision"] == 0.8 and thr["n_valid"] == 200
+    assert thr["valid_positives"] == sum(r["label"] for r in load_records(small_log_valid(trained)))
+    assert 0 < thr["predicted_positive"] <= 200 and thr["lower_bound"] is not None
+    assert thr["guarantee"] and thr["message"] and set(thr) >= {"value", "reached", "valid_precision", "valid_recall"}
+    assert meta["calibration"]["method"] == "temperature" and meta["calibration"]["temperature"] > 0
+    assert meta["config"]["confidence"] == 0.9 and meta["config"]["calibration"] == "temperature"
     assert meta["data"]["train"]["sha256"] and meta["versions"]["torch"]
     assert not [p for p in trained.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".pickle")]
     card = (trained / "MODEL_CARD.md").read_text()
     assert "Operating point" in card and "Intended use" in card
+    assert "**The promise.** " + thr["guarantee"] in card and "confidence | 0.9" in card
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["ece"] <= metrics["ece_uncalibrated"] + 1e-9 and metrics["calibration"] == "temperature"
 
 
 def test_learns_the_product_signal(trained: Path) -> None:
@@ -65,6 +81,123 @@ def test_evaluate_json_and_plots(trained: Path, small_log: dict[str, Path], tmp_
     assert report["n"] == 200
     assert (tmp_path / "plots" / "pr_curve.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "threshold_curves.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "reliability.png").stat().st_size > 1000
+    # calibration quality and the promise, checked against independent computations on the predictions
+    from sklearn.metrics import brier_score_loss
+
+    from irp.predict import IRPClassifier
+
+    clf = IRPClassifier.load(trained)
+    records = load_records(small_log["test"])
+    y, p = np.array([r["label"] for r in records]), clf.predict_proba(records).astype(np.float64)
+    assert report["brier"] == pytest.approx(brier_score_loss(y, p), abs=1e-6)
+    assert 0 <= report["ece"] < 0.5
+    assert report["target_precision"] == 0.8
+    assert report["target_met"] == (report["precision"] is not None and report["precision"] >= 0.8)
+    assert report["operating_point"] == json.loads(json.dumps(clf.promise))
+
+
+def test_promise_property_states_the_operating_point(trained: Path) -> None:
+    from irp.predict import IRPClassifier
+
+    clf = IRPClassifier.load(trained)
+    thr = json.loads((trained / "config.json").read_text())["threshold"]
+    promise = clf.promise
+    assert promise["threshold"] == thr["value"] == clf.threshold_
+    for key in ("target_precision", "confidence", "lower_bound", "rule", "n_valid", "valid_positives",
+                "predicted_positive", "guarantee"):
+        assert promise[key] == thr[key], key
+    assert promise["calibration"] == "temperature"
+
+
+def test_temperature_scaling_fixes_a_deliberately_overconfident_model(trained: Path, small_log: dict[str, Path]) -> None:
+    """The trained model's validation logits scaled x5 (an over-confident network): temperature scaling fitted on
+    them lowers the validation ECE."""
+    from irp.calibration import calibrate_logits, expected_calibration_error, fit_calibration, sigmoid
+    from irp.predict import IRPClassifier
+
+    records = load_records(small_log["valid"])
+    y = np.array([r["label"] for r in records], dtype=float)
+    logits = 5.0 * IRPClassifier.load(trained).decision_function(records).astype(np.float64)
+    cal = fit_calibration("temperature", logits, y)
+    before, after = expected_calibration_error(y, sigmoid(logits)), expected_calibration_error(y, calibrate_logits(cal, logits))
+    assert cal["temperature"] > 2.0 and after < before  # measured here: see the report of issue 11
+    assert after < 0.1
+
+
+def _artifact_files(model_dir: Path) -> dict[str, bytes]:
+    return {name: (model_dir / name).read_bytes() for name in ("config.json", "metrics.json", "MODEL_CARD.md")}
+
+
+def test_threshold_command_refits_without_retraining(trained: Path, small_log: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from irp.predict import IRPClassifier
+
+    model = tmp_path / "model"
+    shutil.copytree(trained, model, ignore=shutil.ignore_patterns("checkpoints"))
+    records = load_records(small_log["test"])
+    before = IRPClassifier.load(model)
+    weights = (model / "model.safetensors").read_bytes()
+    proc = run_irp("threshold", "--model", str(model), "--valid", str(small_log["valid"]),
+                   "--target-precision", "0.6", "--confidence", "0.5", "--calibration", "isotonic")
+    assert "before" in proc.stdout and "after" in proc.stdout and "rewritten" in proc.stdout
+    meta = json.loads((model / "config.json").read_text())
+    thr = meta["threshold"]
+    assert (thr["target_precision"], thr["confidence"], thr["rule"]) == (0.6, 0.5, "certified_precision")
+    assert thr["lower_bound"] >= 0.6 and "50 %" in thr["guarantee"]
+    assert meta["calibration"]["method"] == "isotonic" and meta["config"]["calibration"] == "isotonic"
+    assert meta["refit"]["previous"]["threshold"]["target_precision"] == 0.8
+    assert (model / "model.safetensors").read_bytes() == weights  # no retraining
+    after = IRPClassifier.load(model)
+    # same raw scores, new calibration and threshold; decisions are made on the new scale
+    np.testing.assert_array_equal(after.decision_function(records), before.decision_function(records))
+    assert after.threshold_ == thr["value"] and after.promise["target_precision"] == 0.6
+    assert (after.predict(records) == (after.predict_proba(records) >= thr["value"])).all()
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["threshold"] == thr["value"] and metrics["calibration"] == "isotonic"
+    assert "target precision | 0.6" in (model / "MODEL_CARD.md").read_text()
+    # re-running with the artifact's own settings on the same file reproduces the operating point exactly
+    run_irp("threshold", "--model", str(model), "--valid", str(small_log["valid"]))
+    again = json.loads((model / "config.json").read_text())
+    assert again["threshold"]["value"] == thr["value"] and again["calibration"] == meta["calibration"]
+
+
+def test_threshold_command_bad_input_exits_2_and_writes_nothing(trained: Path, small_log: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    from irp.data.io import write_records
+
+    files = _artifact_files(trained)
+    one_class = tmp_path / "one_class.jsonl"
+    write_records(one_class, [r | {"label": 1} for r in load_records(small_log["valid"])[:30]])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    not_artifact = tmp_path / "folder"
+    not_artifact.mkdir()
+    (not_artifact / "config.json").write_text('{"something": "else"}')
+    valid = str(small_log["valid"])
+    cases = [
+        (["--model", str(trained), "--valid", valid, "--confidence", "1"], "--confidence must be in [0, 1)"),
+        (["--model", str(trained), "--valid", valid, "--confidence", "-0.1"], "--confidence must be in [0, 1)"),
+        (["--model", str(trained), "--valid", valid, "--target-precision", "1.0"], "--target-precision must be in (0, 1)"),
+        (["--model", str(trained), "--valid", valid, "--target-precision", "0"], "--target-precision must be in (0, 1)"),
+        (["--model", str(trained), "--valid", valid, "--calibration", "platt"], "--calibration must be one of"),
+        (["--model", str(trained), "--valid", str(one_class)], "single class"),
+        (["--model", str(trained), "--valid", str(empty)], "no records"),
+        (["--model", str(not_artifact), "--valid", valid], "not an irp model artifact"),
+        (["--model", str(tmp_path / "nope"), "--valid", valid], "not an irp model directory"),
+        (["--model", str(trained), "--valid", str(tmp_path / "nope.jsonl")], "does not exist"),
+    ]
+    from typer.testing import CliRunner
+
+    from irp.cli import app
+
+    runner = CliRunner()  # in process: ten interpreter start-ups would dominate the test's time
+    for args, expected in cases:
+        result = runner.invoke(app, ["threshold", *args], env={"COLUMNS": "200"})
+        assert result.exit_code == 2, (args, result.output)
+        assert expected in " ".join(result.stderr.split()), (args, result.stderr)
+    assert _artifact_files(trained) == files
 
 
 def test_predict_in_fresh_processes_is_reproducible(trained: Path, small_log: dict[str, Path], tmp_path: Path) -> None:
@@ -95,6 +228,12 @@ def test_bad_flags_exit_2(tiny_backbone: str, small_log: dict[str, Path], tmp_pa
     assert proc.returncode == 2 and "summarizer" in proc.stderr
     proc = run_irp(*train_args("no/such-model", small_log, tmp_path / "m"), check=False)
     assert proc.returncode == 2 and "allow-network" in proc.stderr
+    proc = run_irp(*train_args(tiny_backbone, small_log, tmp_path / "m", "--confidence", "1.5"), check=False)
+    assert proc.returncode == 2 and "confidence must be in [0, 1)" in proc.stderr
+    proc = run_irp(*train_args(tiny_backbone, small_log, tmp_path / "m", "--calibration", "platt"), check=False)
+    assert proc.returncode == 2 and "calibration must be one of" in proc.stderr
+    proc = run_irp(*train_args(tiny_backbone, small_log, tmp_path / "m", "--target-precision", "1"), check=False)
+    assert proc.returncode == 2 and "precision 1 never is" in proc.stderr
 
 
 def test_epoch_batches_are_reproducible_and_cover_everything() -> None:

@@ -345,9 +345,11 @@ def run_baseline(
     target_precision: float = 0.8,
     n_boot: int = 1000,
     seed: int = 0,
+    confidence: float = 0.9,
     **params: Any,
 ) -> dict[str, Any]:
-    """Fit on train, choose the threshold on valid (choose_threshold), report on test.
+    """Fit on train, choose the threshold on valid (choose_threshold, certified at `confidence` as for IRP
+    models; 0 = the point rule), report on test.
 
     Returns the test `evaluation_report` (precision, recall, f05, ap, roc_auc, threshold, n,
     positives, ci) plus `kind`, `params`, `threshold_choice` (the validation operating point as a
@@ -356,7 +358,7 @@ def run_baseline(
     """
     y_train, y_valid, y_test = labels_of(train), labels_of(valid), labels_of(test)
     model = make_baseline(kind, **params).fit(train, y_train)
-    choice = choose_threshold(y_valid, model.predict_proba(valid)[:, 1], target_precision)
+    choice = choose_threshold(y_valid, model.predict_proba(valid)[:, 1], target_precision, confidence)
     report = evaluation_report(y_test, model.predict_proba(test)[:, 1], choice.threshold, n_boot=n_boot, seed=seed)
     return {
         **report,

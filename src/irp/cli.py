@@ -315,7 +315,11 @@ def train(
     train_file: Path = typer.Option(..., "--train", help="Training records (.jsonl or .parquet)."),
     valid_file: Path = typer.Option(..., "--valid", help="Validation records: early stopping and the threshold."),
     out: Path = typer.Option(..., "--out", help="Artifact directory to write."),
-    backbone: str = typer.Option("minilm-l6", "--backbone", help="minilm-l6, a local HF model folder, or a hub name."),
+    backbone: str = typer.Option(
+        "minilm-l6", "--backbone",
+        help="minilm-l6 (default), minilm-l3 or mpnet-base (those two: `make backbones`), a local HF model folder, "
+        "or a hub name (with --allow-network).",
+    ),
     summarizer: str = typer.Option("mean", "--summarizer", help="none, mean, max, mmr or concat."),
     fields: str = typer.Option(",".join(DEFAULT_FIELDS), "--fields", help="Comma-separated input fields."),
     loss: str = typer.Option("combined", "--loss", help="bce, precision, combined or fbeta."),
@@ -325,7 +329,13 @@ def train(
     max_steps: int = typer.Option(0, "--max-steps", help="Stop after this many optimiser steps (0 = no cap)."),
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 5e-5 x sqrt(batch / 32))."),
-    target_precision: float = typer.Option(0.8, "--target-precision", help="Validation precision the threshold must reach."),
+    target_precision: float = typer.Option(0.8, "--target-precision", help="Precision the threshold must certify."),
+    confidence: float = typer.Option(
+        0.9, "--confidence", help="Confidence of the precision guarantee, in [0, 1); 0 = uncertified point rule."
+    ),
+    calibration: str = typer.Option(
+        "temperature", "--calibration", help="temperature, isotonic or none: fitted on --valid after training."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     seed: int = typer.Option(13, "--seed"),
     context_turns: int = typer.Option(0, "--context-turns", help="Earlier user turns to prepend (0 = none)."),
@@ -340,20 +350,27 @@ def train(
     allow_network: bool = typer.Option(False, "--allow-network", help="Allow fetching a hub backbone."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Cache tokenized features (IRP_CACHE_DIR)."),
 ) -> None:
-    """Train the IRP classifier, choose the operating point on --valid, and write the model artifact."""
+    """Train the IRP classifier, calibrate it and certify the operating point on --valid, write the artifact."""
     from rich.markup import escape
 
     from irp.config import IRPConfig, default_lr, parse_fields
     from irp.data.io import DataFileError, InvalidRecordError
     from irp.model.encoder import BackboneError
+    import warnings
+
+    from irp.threshold import PrecisionTargetWarning
     from irp.train import default_cache_dir
     from irp.train import train as run_training
 
+    if confidence > 0 and target_precision >= 1.0:
+        fail(f"--target-precision must be in (0, 1) when it is certified (precision 1 never is), got "
+             f"{target_precision}; use --confidence 0 for the uncertified point rule")
     _configure_torch_threads()
     try:
         config = IRPConfig(
             backbone=backbone, fields=parse_fields(fields), summarizer=summarizer, loss=loss, alpha=alpha, beta=beta,
             epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr if lr is not None else default_lr(batch_size), target_precision=target_precision,
+            confidence=confidence, calibration=calibration,
             device=device, seed=seed, context_turns=context_turns, mmr_m=mmr_m, mmr_lambda=mmr_lambda,
             eval_every=eval_every, patience=patience, checkpoint_every=checkpoint_every, compile=compile_model,
         )
@@ -363,17 +380,34 @@ def train(
         if not path.is_file():
             fail(f"{name} file {escape(str(path))} does not exist")
     try:
-        result = run_training(
-            config, train_file, valid_file, out, resume=resume, allow_network=allow_network,
-            label_field=label_field, cache_dir=default_cache_dir() if cache else None,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PrecisionTargetWarning)  # _print_promise shows its message, in red
+            result = run_training(
+                config, train_file, valid_file, out, resume=resume, allow_network=allow_network,
+                label_field=label_field, cache_dir=default_cache_dir() if cache else None,
+            )
     except InvalidRecordError as e:
         fail(escape(f"{e} (run `irp validate` on the file for every bad line)"))
     except (BackboneError, DataFileError, ValueError, OSError) as e:
         fail(escape(str(e)))
     if result.metrics:
         _print_metrics(result.metrics, f"validation metrics ({escape(str(valid_file))})")
+        _print_promise(out)
         console.print(f"model -> {escape(str(out))}")
+
+
+def _print_promise(model_dir: Path) -> None:
+    """The artifact's operating point and its promise, in one block (green when certified, red on fallback)."""
+    from rich.markup import escape
+
+    from irp.artifact import promise, read_meta
+
+    meta = read_meta(model_dir)
+    p = promise(meta)
+    style = "green" if meta["threshold"]["reached"] else "bold red"
+    console.print(f"[{style}]operating point ({p['rule']}, calibration {p['calibration']}): "
+                  f"{escape(meta['threshold']['message'])}[/]")
+    console.print(escape(p["guarantee"]))
 
 
 def _print_metrics(metrics: dict, title: str) -> None:
@@ -406,14 +440,20 @@ def evaluate(
     model: Path = typer.Option(..., "--model", help="Model artifact directory."),
     data: Path = typer.Option(..., "--data", help="Labelled records to evaluate on."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the metrics here as JSON."),
-    plots: Path | None = typer.Option(None, "--plots", help="Write PR and threshold plots (PNG) into this folder."),
+    plots: Path | None = typer.Option(
+        None, "--plots", help="Write PR, threshold and reliability plots (PNG) into this folder."
+    ),
     threshold: float | None = typer.Option(None, "--threshold", help="Override the saved threshold."),
     runtime: str = typer.Option("torch", "--runtime", help="torch or onnx."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the 95 % intervals."),
 ) -> None:
-    """Precision / recall / F0.5 at the saved operating point, AP and ROC AUC, with 95 % bootstrap intervals."""
+    """Precision / recall / F0.5 at the saved operating point, AP and ROC AUC (95 % bootstrap intervals), ECE and
+    Brier of the calibrated probabilities, and whether the artifact's target precision is met on this data."""
+    import math
+
     import numpy as np
 
+    from irp.calibration import brier_score, expected_calibration_error
     from irp.metrics import evaluation_report
 
     clf = _load_classifier(model, runtime)
@@ -423,16 +463,33 @@ def evaluate(
         fail(f"{data}: every record needs a label to be evaluated")
     probs = clf.predict_proba(records)
     thr = clf.threshold_ if threshold is None else threshold
-    report = evaluation_report(labels.astype(float), probs, thr, n_boot=n_boot)
-    report["model"], report["data"] = str(model), str(data)
+    y = labels.astype(float)
+    report = evaluation_report(y, probs, thr, n_boot=n_boot)
+    promise = clf.promise
+    target = promise["target_precision"]
+    report |= {
+        "ece": expected_calibration_error(y, probs, bins=15),  # 15 equal-width bins
+        "brier": brier_score(y, probs),
+        "target_precision": target,
+        # precision undefined (nothing predicted positive) does not meet a target
+        "target_met": bool(target is not None and not math.isnan(report["precision"])
+                           and report["precision"] >= target),
+        "operating_point": promise,
+        "model": str(model),
+        "data": str(data),
+    }
     _print_metrics(report, f"{data}")
+    met = "[green]met[/]" if report["target_met"] else "[bold red]NOT met[/]"
+    console.print(f"target precision {target:g}: {met} (precision {report['precision']:.4f}); "
+                  f"ECE {report['ece']:.4f}, Brier {report['brier']:.4f} ({promise['calibration']} calibration)")
     if plots is not None:
-        from irp.plots import plot_pr_curve, plot_threshold_curves
+        from irp.plots import plot_pr_curve, plot_reliability, plot_threshold_curves
 
         plots.mkdir(parents=True, exist_ok=True)
-        plot_pr_curve(labels.astype(float), probs, plots / "pr_curve.png", threshold=thr, label="irp")
-        plot_threshold_curves(labels.astype(float), probs, plots / "threshold_curves.png", threshold=thr)
-        console.print(f"plots -> {plots}/pr_curve.png, {plots}/threshold_curves.png")
+        plot_pr_curve(y, probs, plots / "pr_curve.png", threshold=thr, label="irp")
+        plot_threshold_curves(y, probs, plots / "threshold_curves.png", threshold=thr)
+        plot_reliability(y, probs, plots / "reliability.png", bins=15)
+        console.print(f"plots -> {plots}/pr_curve.png, {plots}/threshold_curves.png, {plots}/reliability.png")
     if json_out is not None:
         _write_json(json_out, report)
         console.print(f"metrics -> {json_out}")
@@ -460,12 +517,80 @@ def predict(
     console.print(f"{len(records):,} records scored at threshold {thr:.4g}; {int((probs >= thr).sum()):,} image-seeking -> {out}")
 
 
+@app.command("threshold")
+def threshold_command(
+    model: Path = typer.Option(..., "--model", help="Model artifact directory to re-fit (rewritten in place)."),
+    valid: Path = typer.Option(..., "--valid", help="Labelled validation records to fit calibration and threshold on."),
+    target_precision: float | None = typer.Option(
+        None, "--target-precision", help="Precision to certify, in (0, 1) (default: the artifact's)."
+    ),
+    confidence: float | None = typer.Option(
+        None, "--confidence", help="Confidence in [0, 1); 0 = uncertified point rule (default: the artifact's)."
+    ),
+    calibration: str | None = typer.Option(
+        None, "--calibration", help="temperature, isotonic or none (default: the artifact's)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="Where to score --valid: cpu, cuda or auto."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the new operating point without writing it."),
+) -> None:
+    """Re-fit calibration and the certified operating point of a trained model on --valid, without retraining."""
+    import warnings
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from irp.config import CALIBRATIONS
+    from irp.data.io import DataFileError, InvalidRecordError
+    from irp.export import ExportError
+    from irp.rethreshold import comparison_rows, rethreshold
+    from irp.threshold import PrecisionTargetWarning
+
+    # Checked here too so that a bad flag fails before the model is loaded.
+    if confidence is not None and not 0.0 <= confidence < 1.0:
+        fail(f"--confidence must be in [0, 1) (0 = the uncertified point rule), got {confidence}")
+    if target_precision is not None and not 0.0 < target_precision < 1.0:
+        fail(f"--target-precision must be in (0, 1), got {target_precision}")
+    if calibration is not None and calibration not in CALIBRATIONS:
+        fail(f"--calibration must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
+    if not valid.is_file():
+        fail(f"validation file {escape(str(valid))} does not exist")
+    _configure_torch_threads()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionTargetWarning)  # its message is printed below, in red
+        try:
+            result = rethreshold(model, valid, target_precision, confidence, calibration, device=device,
+                                 dry_run=dry_run)
+        except InvalidRecordError as e:
+            fail(escape(f"validation file: {e} (run `irp validate {valid}` for every bad line)"))
+        except (DataFileError, FileNotFoundError, ValueError, ExportError, OSError) as e:
+            fail(escape(str(e)))
+    table = Table("operating point", "before", "after", title=f"{escape(str(model))}: re-fitted on {escape(str(valid))}")
+    for row in comparison_rows(result, valid.name):
+        table.add_row(*(escape(cell) for cell in row))
+    console.print(table)
+    style = "green" if result.point.choice.reached else "bold red"
+    console.print(f"[{style}]{escape(result.point.choice.message)}[/]")
+    console.print(escape(result.after["guarantee"]))
+    if result.export_info is not None:
+        from irp.export import Parity, format_parity
+
+        for p in result.export_info["parity"].values():
+            console.print("onnx parity (re-checked): " + escape(format_parity(Parity(**p))))
+    if result.written:
+        console.print(f"config.json, metrics.json, MODEL_CARD.md rewritten in {escape(str(model))}"
+                      + (" (and onnx/export.json)" if result.export_info is not None else ""))
+    else:
+        console.print("dry run: nothing written")
+
+
 # ---- experiments: ablate ------------------------------------------------------------------------
 
 
 @app.command()
 def ablate(
-    table: str = typer.Option("all", "--table", help="1, 2, 3, sweep, robustness, transfer, a comma list, or all."),
+    table: str = typer.Option(
+        "all", "--table", help="1, 2, 3, sweep, robustness, transfer, backbones, a comma list, or all."
+    ),
     train_file: Path = typer.Option(..., "--train", help="Training records (simulated log: robustness needs true_intent)."),
     valid_file: Path = typer.Option(..., "--valid", help="Validation records: early stopping and every threshold."),
     test_file: Path = typer.Option(..., "--test", help="Test records: every reported metric."),
@@ -476,6 +601,14 @@ def ablate(
         None, "--backbone", help="Primary backbone (default minilm-l6; a tiny random encoder with --quick)."
     ),
     backbones: str = typer.Option("", "--backbones", help="Extra backbones for tables 1-3 (comma list, names or folders)."),
+    compare_backbones: str = typer.Option(
+        "", "--compare-backbones",
+        help="Backbones of the backbones table (comma list; default: minilm-l3, minilm-l6, mpnet-base where installed; "
+        "tiny random stand-ins with --quick).",
+    ),
+    cost_queries: int | None = typer.Option(
+        None, "--cost-queries", help="Single queries timed per backbone for its CPU latency (default 200; 30 with --quick)."
+    ),
     epochs: int | None = typer.Option(None, "--epochs", help="Epochs per run (default 3; 2 with --quick)."),
     max_steps: int = typer.Option(0, "--max-steps", help="Optimiser steps per run (0 = no cap)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size (default 32)."),
@@ -514,6 +647,7 @@ def ablate(
         opts = AblationOptions.create(
             quick, train=train_file, valid=valid_file, test=test_file, out=out, tables=parse_tables(table),
             seeds=seeds, backbone=backbone, backbones=tuple(b.strip() for b in backbones.split(",") if b.strip()),
+            compare=tuple(b.strip() for b in compare_backbones.split(",") if b.strip()), cost_queries=cost_queries,
             epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, device=device, max_train=max_train,
             max_eval=max_eval, jobs=jobs, operating_point=operating_point, target_precision=target_precision,
             alphas=parse_floats(alphas) if alphas is not None else None,
@@ -593,13 +727,29 @@ def serve(
     threads: int = typer.Option(1, "--threads", help="Intra-op threads per request."),
     workers: int = typer.Option(2, "--workers", help="Requests scored at once (default 2: one per core)."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+    log_dir: Path | None = typer.Option(
+        None, "--log-dir", help="Write every decision and feedback event here (JSONL; docs/serving.md)."
+    ),
+    explore_rate: float = typer.Option(
+        0.0, "--explore-rate", help="Share of eligible records whose offer is a fair coin (support for policy-eval)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the exploration coins (reproducible runs)."),
+    log_rotate_mb: float = typer.Option(64.0, "--log-rotate-mb", help="Start a new log file beyond this size."),
+    log_rotate_s: float = typer.Option(300.0, "--log-rotate-s", help="Start a new log file after this many seconds."),
+    log_queue: int = typer.Option(100_000, "--log-queue", help="Events queued for the log writer at most (then dropped)."),
+    live_window_s: float = typer.Option(3600.0, "--live-window-s", help="Window of the live precision of offers."),
 ) -> None:
-    """Serve the model over HTTP: /v1/predict, /v1/predict/batch, /healthz, /readyz, /v1/model, /metrics."""
+    """Serve the model over HTTP: /v1/predict, /v1/predict/batch, /v1/feedback, /v1/admin/reload, /healthz,
+    /readyz, /v1/model, /metrics. SIGHUP re-reads the model folder; SIGTERM finishes in-flight requests and
+    drains the decision log."""
     import os
 
     from rich.markup import escape
 
-    from irp.serve import TOKEN_ENV, Engine, ServeSettings, create_app, is_loopback, load_classifier
+    from irp.serve import (
+        TOKEN_ENV, DecisionLog, Engine, LogDirError, ServeSettings, create_app, install_sighup, is_loopback,
+        load_classifier,
+    )
 
     token = token or os.environ.get(TOKEN_ENV) or None  # the environment keeps it out of `ps` listings
     if not is_loopback(host) and token is None:
@@ -608,21 +758,171 @@ def serve(
         fail(f"--port must be in 1..65535, got {port}")
     if cooldown < 0 or threads < 1 or workers < 1:
         fail("--cooldown must be >= 0, --threads and --workers >= 1")
+    if not 0.0 <= explore_rate <= 1.0:
+        fail(f"--explore-rate must be in [0, 1], got {explore_rate}")
+    if explore_rate > 0 and log_dir is None:
+        err_console.print("[bold yellow]warning:[/] --explore-rate without --log-dir: the exploration is not logged")
+    if log_rotate_mb <= 0 or log_rotate_s <= 0 or log_queue < 1 or live_window_s <= 0:
+        fail("--log-rotate-mb, --log-rotate-s and --live-window-s must be > 0, --log-queue >= 1")
+    decision_log = None
+    if log_dir is not None:  # refused before the model loads: an unwritable folder is a start-up error
+        try:
+            decision_log = DecisionLog(log_dir, max_queue=log_queue, rotate_bytes=int(log_rotate_mb * 1024 * 1024),
+                                       rotate_seconds=log_rotate_s)
+        except LogDirError as e:
+            fail(escape(f"--log-dir: {e}"))
     _configure_torch_threads()
     try:
         engine = Engine(load_classifier(model, runtime, threads), model)
     except (FileNotFoundError, ValueError) as e:
+        if decision_log is not None:
+            decision_log.close()
         fail(escape(str(e)))
     engine.warm_up()
-    app_ = create_app(engine, ServeSettings(token=token, cooldown_s=cooldown, workers=workers))
+    settings = ServeSettings(token=token, cooldown_s=cooldown, workers=workers, explore_rate=explore_rate, seed=seed,
+                             runtime=runtime, threads=threads, live_window_s=live_window_s)
+    app_ = create_app(engine, settings, decision_log)
+    install_sighup(app_.state.slot)
     console.print(
         f"serving {escape(str(model))} (version {engine.version}, runtime {engine.runtime}, threshold "
         f"{engine.threshold:.4g}) on http://{escape(host)}:{port} "
         + ("with bearer-token auth" if token else "without auth (loopback only)")
+        + (f"; decision log {escape(str(log_dir))}, explore rate {explore_rate:g}" if decision_log else "")
     )
     import uvicorn
 
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=access_log, timeout_keep_alive=30)
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=access_log, timeout_keep_alive=30,
+                timeout_graceful_shutdown=60)
+    if decision_log is not None:  # closed by the app on shutdown; again here in case startup failed
+        stats = decision_log.close()
+        err_console.print(f"decision log: written {stats['written']}, dropped {stats['dropped']}, "
+                          f"files {stats['files_completed']}")
+
+
+# ---- the loop, offline side: logs join, policy-eval ----------------------------------------------
+# (section owned by the loop work)
+
+logs_app = typer.Typer(help="Read the decision log of `irp serve --log-dir`.", no_args_is_help=True)
+app.add_typer(logs_app, name="logs")
+
+
+@logs_app.command("join")
+def logs_join(
+    log_dir: Path = typer.Option(..., "--log-dir", help="Folder written by `irp serve --log-dir`."),
+    out: Path = typer.Option(..., "--out", help="Joined records (.jsonl, .jsonl.gz or .parquet)."),
+    label: str = typer.Option("tap", "--label", help="tap (carousel tap) or accept (offer accepted; offered only)."),
+    require_feedback: bool = typer.Option(
+        False, "--require-feedback", help="Drop decisions without feedback for the label (default: no event = 0)."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the join report here as JSON."),
+) -> None:
+    """Join logged decisions with their feedback by id into labelled interaction records.
+
+    The output passes `irp validate` and trains with `irp train`; it keeps the policy columns
+    (propensity, offered, accepted, eligible, explored, ...) that `irp policy-eval` reads.
+    Exit 1 when no record could be joined, 2 on unusable arguments.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from irp.data.io import DataFileError
+    from irp.logs import join_logs
+
+    if label not in ("tap", "accept"):
+        fail(f"--label must be tap or accept, got {label!r}")
+    try:
+        report, _ = join_logs(log_dir, out, label, require_feedback)  # type: ignore[arg-type]
+    except (DataFileError, OSError) as e:
+        fail(escape(str(e)))
+    scan = report.scan
+    table = Table("count", "value", title=f"logs join ({escape(str(log_dir))}, label {label})")
+    for name, value in (
+        ("decision / feedback files", f"{scan.decision_files:,} / {scan.feedback_files:,}"),
+        ("decisions / feedback lines", f"{report.decisions:,} / {report.feedback:,}"),
+        ("records written", f"{report.records:,}"),
+        ("positives", f"{report.positives:,}"),
+        ("offered / explored", f"{report.offered:,} / {report.explored:,}"),
+        ("with feedback / no-feedback rule", f"{report.with_feedback:,} / {report.without_feedback:,}"),
+        ("duplicate feedback", f"{report.duplicate_feedback:,}"),
+        ("feedback for unknown ids", f"{report.unknown_feedback:,}"),
+        ("conflicting feedback", f"{report.conflicting_feedback:,}"),
+        ("accept/decline without an offer", f"{report.feedback_without_offer:,}"),
+        ("duplicate decision ids", f"{report.duplicate_decisions:,}"),
+        ("torn / invalid lines", f"{scan.torn_lines:,} / {scan.invalid_lines:,}"),
+        ("files in progress / foreign / unreadable",
+         f"{scan.in_progress_files:,} / {scan.foreign_files:,} / {scan.unreadable_files:,}"),
+    ):
+        table.add_row(name, value)
+    for reason, count in report.dropped.most_common():
+        table.add_row(f"dropped: {escape(reason)}", f"{count:,}")
+    console.print(table)
+    for example in scan.examples + report.examples:
+        err_console.print(f"  skipped {escape(example)}")
+    if json_out is not None:
+        _write_json(json_out, report.to_dict())
+    if not report.records:
+        fail(escape(f"no record joined from {log_dir}; nothing written"), 1)
+    console.print(f"{report.records:,} records -> {escape(str(out))}")
+
+
+@app.command("policy-eval")
+def policy_eval(
+    logs: Path = typer.Option(..., "--logs", help="Output of `irp logs join --label tap`."),
+    model: Path = typer.Option(..., "--model", help="Candidate model artifact directory."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Candidate threshold (default: its own)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the estimates here as JSON."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the intervals."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch or onnx."),
+) -> None:
+    """Off-policy estimate (IPS and SNIPS) of what a candidate model would have done on logged traffic.
+
+    The candidate offers on a logged record iff the record was eligible in the log and its probability
+    >= its threshold. Exit 1 when some of its decisions have no support in the log (logged propensity 0).
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from irp.logs.policy_eval import PolicyEvalError, evaluate_candidate
+
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        fail(f"--threshold must be in [0, 1], got {threshold}")
+    if n_boot < 10:
+        fail("--n-boot must be at least 10")
+    records = _load_or_fail(logs, "logs")
+    clf = _load_classifier(model, runtime)
+    thr = clf.threshold_ if threshold is None else threshold
+    probs = clf.predict_proba(records)
+    try:
+        report = evaluate_candidate(records, probs, thr, n_boot=n_boot, seed=seed)
+    except PolicyEvalError as e:
+        fail(escape(str(e)), 1)
+    except ValueError as e:
+        fail(escape(f"{logs}: {e}"))
+    report["model"], report["logs"] = str(model), str(logs)
+
+    def fmt(value: float, ci: list[float], scale: str) -> str:
+        if scale == "%":
+            return f"{value:.2%} [{ci[0]:.2%}, {ci[1]:.2%}]"
+        return f"{value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+
+    table = Table("quantity", "candidate IPS", "candidate SNIPS", "logging policy (measured)",
+                  title=f"policy-eval of {escape(str(model))} at threshold {thr:.4g} on {report['n']:,} logged requests")
+    for metric, scale in (("offer_rate", "%"), ("precision", "%"), ("accepts_per_1000", "")):
+        est, logged = report[metric], report["logging"][metric]
+        table.add_row(metric, fmt(est["ips"], est["ips_ci"], scale), fmt(est["snips"], est["snips_ci"], scale),
+                      fmt(logged["value"], logged["ci"], scale))
+    console.print(table)
+    console.print(
+        f"candidate offers {report['candidate_offers']:,} (exact offer rate {report['offer_rate']['exact']:.2%}); "
+        f"{report['matched_offers']:,} of them were offered in the log; ESS {report['ess']:,.0f} "
+        f"(offers {report['ess_offers']:,.0f}); 95 % bootstrap intervals"
+    )
+    console.print(f"assumption: {report['assumption']}")
+    if json_out is not None:
+        _write_json(json_out, report)
+        console.print(f"estimates -> {escape(str(json_out))}")
+
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
 True
 >>> cfg.product_fields
 ('title',)
+>>> IRPConfig.from_dict({"target_precision": 1.0}).confidence  # an old artifact: the point rule
+0.0
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 SUMMARIZERS = ("none", "mean", "max", "mmr", "concat")
 LOSSES = ("bce", "precision", "combined", "fbeta")
+CALIBRATIONS = ("temperature", "isotonic", "none")  # irp.calibration.METHODS (kept here: no numpy import)
 TEXT_FIELDS = ("utterance", "intent", "context")
 PRODUCT_FIELDS = ("title", "brand", "color", "style", "category", "material", "pattern")
 DEFAULT_FIELDS = ("utterance", "intent", "title", "brand", "color", "style", "category")
@@ -58,8 +61,11 @@ class IRPConfig:
     patience: int = 2  # evaluations without AP improvement before early stopping
     eval_every: int = 0  # steps between validations; 0 = once per epoch
     checkpoint_every: int = 200  # steps between resumable checkpoints
-    # operating point
+    # operating point: precision >= target_precision certified at `confidence` (0 = the point rule), on
+    # probabilities calibrated on validation by `calibration` (irp.calibration)
     target_precision: float = 0.8
+    confidence: float = 0.9
+    calibration: str = "temperature"
     # runtime
     device: str = "auto"
     seed: int = 13
@@ -76,8 +82,12 @@ class IRPConfig:
             raise ValueError(f"unknown fields {unknown}; choose from {TEXT_FIELDS + PRODUCT_FIELDS}")
         if "utterance" not in self.fields:
             raise ValueError("fields must include 'utterance'")
+        if not 0.0 <= self.confidence < 1.0:
+            raise ValueError(f"confidence must be in [0, 1) (0 = the uncertified point rule), got {self.confidence}")
         if not 0.0 < self.target_precision <= 1.0:
-            raise ValueError("target_precision must be in (0, 1]")
+            raise ValueError(f"target precision must be in (0, 1], got {self.target_precision}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
 
     @property
     def product_fields(self) -> tuple[str, ...]:
@@ -96,6 +106,9 @@ class IRPConfig:
     def from_dict(cls, data: dict[str, Any]) -> IRPConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
+        # Artifacts written before certification and calibration used the point rule on the raw sigmoid.
+        kwargs.setdefault("confidence", 0.0)
+        kwargs.setdefault("calibration", "none")
         if "fields" in kwargs:
             kwargs["fields"] = tuple(kwargs["fields"])
         if isinstance(kwargs.get("budget"), dict):

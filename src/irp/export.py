@@ -8,6 +8,14 @@ Steps, each checked:
 3. `--int8`: 8-bit weights with dynamic (run-time) 8-bit activations, then parity: max |Δprobability| <= 0.02
    and average precision within 0.005 of torch on labelled parity records.
 
+The probabilities compared are the ones served: the artifact's calibration (`irp.calibration`) applied to each
+runtime's logits, and decisions are compared at the saved threshold on that scale. A file passes when the raw
+probabilities sigmoid(logit) (the graph's own fidelity) are within the tolerance, and the calibrated ones within
+the tolerance times the calibration's amplification (`irp.calibration.amplification`: 1/T for temperature scaling
+with T < 1, which sharpens differences by up to that factor; the steepest segment for isotonic). Calibration runs
+in Python after the graph, so `irp threshold` can re-fit it without touching the ONNX files; it re-checks parity
+with the new calibration and threshold (`recheck_parity`) and rewrites export.json.
+
 Which int8 scheme (`int8_scheme`):
 
 - `per-channel`: `onnxruntime.quantization.quantize_dynamic(per_channel=True)`: int8 weights per output channel,
@@ -42,8 +50,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from irp.fileio import replace_dir
-from irp.onnx_runtime import EXPORT_INFO, FILES, ONNX_DIR, OnnxModel, as_numpy, weights_sha256
+from irp.calibration import amplification, calibrate_logits, calibration_of, sigmoid
+from irp.fileio import replace_dir, write_json_atomic
+from irp.onnx_runtime import EXPORT_INFO, FILES, ONNX_DIR, OnnxModel, as_numpy, exported, weights_sha256
 
 FP32_TOLERANCE = 1e-4  # max |Δprobability|, fp32 ONNX vs torch
 INT8_TOLERANCE = 0.02  # max |Δprobability|, int8 ONNX vs torch
@@ -65,7 +74,7 @@ class Parity:
 
     precision: str  # fp32 | int8
     n: int
-    max_abs_diff: float
+    max_abs_diff: float  # calibrated probabilities (what is served)
     mean_abs_diff: float
     max_abs_diff_single: float  # over the first SINGLE_RECORD_CHECKS records scored one at a time
     tolerance: float
@@ -74,12 +83,21 @@ class Parity:
     ap_tolerance: float | None = None
     decision_flips: int = 0  # records whose decision at the saved threshold differs from torch
     passed: bool = False
+    max_abs_diff_raw: float = 0.0  # sigmoid(logit) before calibration, batches and single records
+    calibration: str = "none"  # the calibration method the probabilities went through
+    threshold: float | None = None  # the threshold decisions were compared at
+    calibrated_tolerance: float | None = None  # tolerance x the calibration's amplification (None: = tolerance)
 
     def problems(self) -> list[str]:
         out = []
+        if not self.max_abs_diff_raw <= self.tolerance:
+            out.append(f"{self.precision}: max |Δraw probability| {self.max_abs_diff_raw:.3g} > {self.tolerance:g}")
         worst = max(self.max_abs_diff, self.max_abs_diff_single)
-        if not worst <= self.tolerance:
-            out.append(f"{self.precision}: max |Δprobability| {worst:.3g} > {self.tolerance:g}")
+        limit = self.tolerance if self.calibrated_tolerance is None else self.calibrated_tolerance
+        if not worst <= limit:
+            out.append(
+                f"{self.precision}: max |Δprobability| {worst:.3g} > {limit:.3g} ({self.calibration} calibration)"
+            )
         if self.ap_tolerance is not None and self.ap_torch is not None and self.ap_onnx is not None:
             if not abs(self.ap_onnx - self.ap_torch) <= self.ap_tolerance:
                 out.append(
@@ -247,16 +265,24 @@ def quantize_int8(
 
 
 # ---- parity -----------------------------------------------------------------------------------------------
-def _probabilities(model: Any, featurizer: Any, features: Any) -> np.ndarray:
-    """Probabilities [N] in record order, scored in length-sorted batches of 64 (as `irp predict` does)."""
-    from irp.train import score
+def _logits(model: Any, featurizer: Any, features: Any) -> np.ndarray:
+    """Logits [N] in record order, scored in length-sorted batches of 64 (as `irp predict` does)."""
+    from irp.train import score_logits
 
-    return score(model, featurizer, features, torch.device("cpu"), batch_size=64)
+    return score_logits(model, featurizer, features, torch.device("cpu"), batch_size=64)
 
 
-def _probabilities_one_by_one(model: Any, featurizer: Any, records: Sequence[dict]) -> np.ndarray:
+def _logits_one_by_one(model: Any, featurizer: Any, records: Sequence[dict]) -> np.ndarray:
     """Each record featurized and scored alone: the serving shape (batch of 1, no padding)."""
-    return np.concatenate([_probabilities(model, featurizer, featurizer.featurize([r])) for r in records])
+    return np.concatenate([_logits(model, featurizer, featurizer.featurize([r])) for r in records])
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The torch model's logits on the parity records: batched (N,) and one by one (S,), float64."""
+
+    logits: np.ndarray
+    logits_single: np.ndarray
 
 
 def check_parity(
@@ -265,36 +291,97 @@ def check_parity(
     featurizer: Any,
     features: Any,
     singles: Sequence[dict],
-    reference: np.ndarray,
-    reference_single: np.ndarray,
-    threshold: float,
+    reference: Reference,
+    meta: dict[str, Any],
 ) -> Parity:
-    """Compare an ONNX file's probabilities with torch's (`reference`, in record order)."""
+    """Compare an ONNX file's served probabilities with torch's: both calibrated with `meta`'s calibration,
+    decisions at `meta`'s threshold; the raw sigmoid difference is measured too."""
     from irp.metrics import average_precision
 
-    probs = _probabilities(onnx_model, featurizer, features)
-    single = _probabilities_one_by_one(onnx_model, featurizer, singles)
-    diff = np.abs(probs.astype(np.float64) - reference)
+    cal = calibration_of(meta)
+    threshold = float(meta["threshold"]["value"])
+    logits = _logits(onnx_model, featurizer, features).astype(np.float64)
+    single = _logits_one_by_one(onnx_model, featurizer, singles).astype(np.float64)
+    probs, ref = calibrate_logits(cal, logits).astype(np.float64), calibrate_logits(cal, reference.logits)
+    single_p, ref_single = calibrate_logits(cal, single), calibrate_logits(cal, reference.logits_single)
+    diff = np.abs(probs - ref)
+    raw_diff = max(
+        float(np.abs(sigmoid(logits) - sigmoid(reference.logits)).max(initial=0.0)),
+        float(np.abs(sigmoid(single) - sigmoid(reference.logits_single)).max(initial=0.0)),
+    )
     labels = features.labels
     labelled = ~np.isnan(labels)
     ap_torch = ap_onnx = None
     if labelled.any() and 0 < labels[labelled].sum() < labelled.sum():
-        ap_torch = float(average_precision(labels[labelled], reference[labelled]))
+        ap_torch = float(average_precision(labels[labelled], ref[labelled]))
         ap_onnx = float(average_precision(labels[labelled], probs[labelled]))
     parity = Parity(
         precision=precision,
         n=len(probs),
         max_abs_diff=float(diff.max(initial=0.0)),
         mean_abs_diff=float(diff.mean()) if len(diff) else 0.0,
-        max_abs_diff_single=float(np.abs(single - reference_single).max(initial=0.0)),
+        max_abs_diff_single=float(np.abs(single_p.astype(np.float64) - ref_single).max(initial=0.0)),
         tolerance=FP32_TOLERANCE if precision == "fp32" else INT8_TOLERANCE,
         ap_torch=ap_torch,
         ap_onnx=ap_onnx,
         ap_tolerance=AP_TOLERANCE if precision == "int8" else None,
-        decision_flips=int(((probs >= threshold) != (reference >= threshold)).sum()),
+        decision_flips=int(((probs >= threshold) != (ref >= threshold)).sum()),
+        max_abs_diff_raw=raw_diff,
+        calibration=cal.get("method", "none"),
+        threshold=threshold,
+        calibrated_tolerance=(FP32_TOLERANCE if precision == "fp32" else INT8_TOLERANCE) * amplification(cal),
     )
     parity.passed = not parity.problems()
     return parity
+
+
+def torch_reference(model: Any, featurizer: Any, features: Any, singles: Sequence[dict]) -> Reference:
+    return Reference(
+        _logits(model, featurizer, features).astype(np.float64),
+        _logits_one_by_one(model, featurizer, singles).astype(np.float64),
+    )
+
+
+def recheck_parity(
+    model_dir: str | Path, meta: dict[str, Any], data: str | Path | None = None, max_records: int = 2000
+) -> dict[str, Any] | None:
+    """The export info of DIR/onnx/ with parity re-measured for `meta`'s calibration and threshold (e.g. the
+    new ones of `irp threshold`, before they are written); None when DIR was never exported. Nothing is written:
+    `write_export_info` installs the result. The graphs are unchanged (they end at the logits)."""
+    from irp.artifact import load_model
+
+    model_dir = Path(model_dir)
+    files = exported(model_dir)
+    info_path = model_dir / ONNX_DIR / EXPORT_INFO
+    if not files or not info_path.is_file():
+        return None
+    info = json.loads(info_path.read_text())
+    model, featurizer, _ = load_model(model_dir, device="cpu")
+    model.eval()
+    records, source = parity_records(meta, data, max_records)
+    if len(records) < 3:
+        raise ExportError(f"parity needs at least 3 records, {source} has {len(records)}")
+    features = featurizer.featurize(records)
+    singles = records[:SINGLE_RECORD_CHECKS]
+    reference = torch_reference(model, featurizer, features, singles)
+    parity = {
+        ("fp32" if runtime == "onnx-fp32" else "int8"): check_parity(
+            "fp32" if runtime == "onnx-fp32" else "int8", OnnxModel(path, threads=1), featurizer, features, singles,
+            reference, meta,
+        )
+        for runtime, path in files.items()
+    }
+    return info | {
+        "parity": {name: asdict(p) for name, p in parity.items()},
+        "parity_data": source,
+        "passed": all(p.passed for p in parity.values()),
+        "rechecked": True,
+    }
+
+
+def write_export_info(model_dir: str | Path, info: dict[str, Any]) -> None:
+    """Replace DIR/onnx/export.json atomically."""
+    write_json_atomic(Path(model_dir) / ONNX_DIR / EXPORT_INFO, info)
 
 
 # ---- the command ------------------------------------------------------------------------------------------
@@ -322,13 +409,11 @@ def export_onnx(
     if len(records) < 3:
         raise ExportError(f"parity needs at least 3 records, {source} has {len(records)}")
     features = featurizer.featurize(records)
-    threshold = float(meta["threshold"]["value"])
     with_slots = features.slots is not None
 
     say(f"torch reference on {len(records)} records ({source})")
-    reference = _probabilities(model, featurizer, features).astype(np.float64)
     singles = records[:SINGLE_RECORD_CHECKS]
-    reference_single = _probabilities_one_by_one(model, featurizer, singles).astype(np.float64)
+    reference = torch_reference(model, featurizer, features, singles)
 
     tmp = model_dir / f".onnx-tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -343,7 +428,7 @@ def export_onnx(
         parity = {
             "fp32": check_parity(
                 "fp32", OnnxModel(tmp / FILES["onnx-fp32"], threads=1), featurizer, features, singles,
-                reference, reference_single, threshold,
+                reference, meta,
             )
         }
         scheme = None
@@ -361,7 +446,7 @@ def export_onnx(
                 say(f"checking int8 parity ({scheme})")
                 parity["int8"] = check_parity(
                     "int8", OnnxModel(tmp / FILES["onnx-int8"], threads=1), featurizer, features, singles,
-                    reference, reference_single, threshold,
+                    reference, meta,
                 )
                 if parity["int8"].passed:
                     break
@@ -388,11 +473,16 @@ def format_report(report: ExportReport) -> Sequence[str]:
     lines = [f"parity records: {report.parity_data}"] + report.notes
     if report.int8_scheme:
         lines.append(f"int8 scheme: {report.int8_scheme}")
-    for p in report.parity.values():
-        ap = "" if p.ap_torch is None else f", AP {p.ap_onnx:.4f} vs torch {p.ap_torch:.4f}"
-        lines.append(
-            f"{p.precision}: max |Δp| {max(p.max_abs_diff, p.max_abs_diff_single):.2e} (≤ {p.tolerance:g}), "
-            f"mean {p.mean_abs_diff:.2e}{ap}, decisions flipped {p.decision_flips}/{p.n} -> "
-            + ("passed" if p.passed else "FAILED")
-        )
+    lines += [format_parity(p) for p in report.parity.values()]
     return lines
+
+
+def format_parity(p: Parity) -> str:
+    """One line per checked file (the CLI of export-onnx and of `irp threshold`)."""
+    ap = "" if p.ap_torch is None else f", AP {p.ap_onnx:.4f} vs torch {p.ap_torch:.4f}"
+    limit = p.tolerance if p.calibrated_tolerance is None else p.calibrated_tolerance
+    return (
+        f"{p.precision}: max |Δp| {max(p.max_abs_diff, p.max_abs_diff_single):.2e} (≤ {limit:.3g}, {p.calibration} "
+        f"calibration), raw {p.max_abs_diff_raw:.2e} (≤ {p.tolerance:g}), mean {p.mean_abs_diff:.2e}{ap}, decisions "
+        f"flipped {p.decision_flips}/{p.n} at {p.threshold:.4g} -> " + ("passed" if p.passed else "FAILED")
+    )

@@ -1,4 +1,4 @@
-"""PNG plots of an evaluation: precision-recall curves and precision/recall against the threshold.
+"""PNG plots of an evaluation: precision-recall curves, precision/recall against the threshold, reliability.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no global backend
 switch, no display needed) and written atomically.
@@ -99,4 +99,32 @@ def plot_threshold_curves(
     ax.set(xlabel="threshold (predict score >= threshold)", ylabel="value", ylim=(0, 1.01), title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_reliability(
+    y_true: npt.ArrayLike,
+    probs: npt.ArrayLike,
+    path: str | os.PathLike[str],
+    bins: int = 15,
+    title: str = "Reliability diagram",
+) -> Path:
+    """Observed positive rate against mean predicted probability per equal-width bin (the ECE's bins), as PNG,
+    with the diagonal of perfect calibration and the share of records per bin underneath."""
+    from irp.calibration import brier_score, expected_calibration_error, reliability_bins
+
+    b = reliability_bins(y_true, probs, bins)
+    filled = b["count"] > 0
+    centers = (b["edges"][:-1] + b["edges"][1:]) / 2  # (bins,)
+    fig = Figure(figsize=(5.5, 6))
+    ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="perfectly calibrated")
+    ece, brier = expected_calibration_error(y_true, probs, bins), brier_score(y_true, probs)
+    ax.plot(b["mean_prob"][filled], b["frac_pos"][filled], "o-", label=f"model (ECE {ece:.3f}, Brier {brier:.3f})")
+    ax.set(ylabel="observed positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    hist.bar(centers, b["count"] / b["count"].sum(), width=1.0 / bins, edgecolor="white")
+    hist.set(xlabel="predicted probability", ylabel="share of records")
+    hist.grid(alpha=0.3)
     return _save(fig, path)

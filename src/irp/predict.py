@@ -1,5 +1,8 @@
 """Inference API: `IRPClassifier.load(dir).predict_proba(records)` (scikit-learn style).
 
+`predict_proba` returns *calibrated* probabilities (the artifact's "calibration", applied in Python after the
+network or ONNX graph), the scale the saved threshold lives on; `decision_function` returns the raw logits.
+
 >>> # clf = IRPClassifier.load("runs/demo/model"); clf.predict([{"utterance": "show me red dresses"}])
 """
 
@@ -14,9 +17,11 @@ import numpy as np
 import torch
 
 from irp.artifact import load_model
+from irp.artifact import promise as artifact_promise
+from irp.calibration import calibrate_logits
 from irp.features import Featurizer
 from irp.model.irp import IRPModel
-from irp.train import score
+from irp.train import score_logits
 
 
 class IRPClassifier:
@@ -50,12 +55,22 @@ class IRPClassifier:
         train = self.meta_.get("data", {}).get("train", {})
         return f"{str(train.get('sha256', 'mem'))[:8]}-{self.meta_['training']['best_step']}"
 
-    def predict_proba(self, records: Sequence[dict], batch_size: int = 256) -> np.ndarray:
-        """P(image-seeking) for each record: [N] float32."""
+    @property
+    def promise(self) -> dict[str, Any]:
+        """What the operating point promises: target_precision, confidence, lower_bound, threshold, rule, n_valid,
+        valid_positives, predicted_positive, guarantee (one sentence) and the calibration method."""
+        return artifact_promise(self.meta_)
+
+    def decision_function(self, records: Sequence[dict], batch_size: int = 256) -> np.ndarray:
+        """Raw network logits for each record: [N] float32 (uncalibrated; for ranking)."""
         if not records:
             return np.zeros(0, dtype=np.float32)
         features = self.featurizer_.featurize(records)
-        return score(self.model_, self.featurizer_, features, self.device_, batch_size)
+        return score_logits(self.model_, self.featurizer_, features, self.device_, batch_size)
+
+    def predict_proba(self, records: Sequence[dict], batch_size: int = 256) -> np.ndarray:
+        """Calibrated P(image-seeking) for each record: [N] float32, on the scale of `threshold_`."""
+        return calibrate_logits(self.meta_, self.decision_function(records, batch_size))
 
     def predict(self, records: Sequence[dict], threshold: float | None = None) -> np.ndarray:
         """Image-seeking decisions [N] bool at the saved operating point (or `threshold`)."""

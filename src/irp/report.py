@@ -22,7 +22,8 @@ from irp.experiments.stats import format_diff
 from irp.fileio import atomic_write_text
 
 BASELINE_ROWS = ("majority", "keyword", "tfidf")
-TABLE_ORDER = ("table1", "table2", "table3", "sweep", "robustness_retrieval", "robustness_labels", "transfer")
+TABLE_ORDER = ("table1", "table2", "table3", "sweep", "robustness_retrieval", "robustness_labels", "transfer",
+               "backbones")
 Table = dict[str, Any]
 
 
@@ -280,6 +281,35 @@ def read_transfer(t: Table) -> list[str]:
     return out
 
 
+def read_backbones(t: Table) -> list[str]:
+    """Per data set: the best backbone by AP and each one against the reference, with what it costs."""
+    if not t["rows"]:
+        return [f"Backbones: {n}" for n in t.get("notes", [])]
+    out = []
+    costs = {r["name"]: r.get("cost") or {} for r in t["rows"] if (r.get("cost") or {}).get("cpu_p50_ms") is not None}
+    for group in _groups(t):
+        rows = [r for r in t["rows"] if r["group"] == group]
+        ref = next((r for r in rows if r["reference"]), None)
+        if ref is None:
+            continue
+        parts = []
+        for r in rows:
+            if r["reference"]:
+                continue
+            c, cr = costs.get(r["name"], {}), costs.get(ref["name"], {})
+            ratio = ""
+            if c.get("cpu_p50_ms") and cr.get("cpu_p50_ms"):
+                ratio = f", at {c['cpu_p50_ms'] / cr['cpu_p50_ms']:.2g}x its CPU latency"
+            parts.append(f"`{r['name']}` {_diff_text(r, 'ap')} ({_as_difference(_d(r, 'ap'))}){ratio}")
+        best = max(rows, key=lambda r: mean(r, "ap"))
+        line = (f"Backbones, {group}: the best AP is `{best['name']}` ({mean(best, 'ap'):.3f}); against "
+                f"`{ref['name']}`: " + "; ".join(parts) if parts else
+                f"Backbones, {group}: only `{ref['name']}` was compared")
+        out.append(line + ".")
+    out += [f"Backbones: {n}" for n in t.get("notes", [])]
+    return out
+
+
 READERS: dict[str, Callable[[Table], list[str]]] = {
     "table1": read_table1,
     "table2": read_table2,
@@ -288,6 +318,7 @@ READERS: dict[str, Callable[[Table], list[str]]] = {
     "robustness_retrieval": read_robustness_retrieval,
     "robustness_labels": read_robustness_labels,
     "transfer": read_transfer,
+    "backbones": read_backbones,
 }
 
 

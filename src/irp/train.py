@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from irp import distributed as dist
-from irp.artifact import file_fingerprint, write_artifact
+from irp.artifact import check_validation_labels, file_fingerprint, write_artifact
 from irp.config import IRPConfig
 from irp.features import FeatureSet, Featurizer, cache_key, load_features, save_features
 from irp.fileio import atomic_dir, existing_dir
@@ -95,12 +95,13 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 @torch.no_grad()
-def score(
+def score_logits(
     model: IRPModel, featurizer: Featurizer, features: FeatureSet, device: torch.device, batch_size: int = 256
 ) -> np.ndarray:
-    """Probabilities [N] in record order; batches are length-sorted so little compute goes to padding. A model
-    with `map_batches` (an ONNX session with concurrency) runs several batches at once; they are collated
-    here in the calling thread, a window at a time (collate may grow the featurizer's value table)."""
+    """Raw network logits [N] float32 in record order (calibration is applied on top: `irp.calibration`);
+    batches are length-sorted so little compute goes to padding. A model with `map_batches` (an ONNX session
+    with concurrency) runs several batches at once; they are collated here in the calling thread, a window at a
+    time (collate may grow the featurizer's value table)."""
     model.eval()
     order = np.argsort(features.lengths, kind="stable")
     chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
@@ -111,17 +112,26 @@ def score(
         # no_grad again: grad mode is per thread, and map_batches may run this in a pool thread
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits, _ = model(**batch)
-        return torch.sigmoid(logits.float()).cpu().numpy()
+        return logits.float().cpu().numpy()
 
-    probs = np.empty(len(features), dtype=np.float32)
+    logits = np.empty(len(features), dtype=np.float32)
     for first in range(0, len(chunks), window):
         indices = chunks[first : first + window]
         batches = [to_device(featurizer.collate(features, index), device) for index in indices]
         for batch in batches:
             batch.pop("labels")
-        for index, p in zip(indices, run_all(network, batches)):
-            probs[index] = p
-    return probs
+        for index, z in zip(indices, run_all(network, batches)):
+            logits[index] = z
+    return logits
+
+
+def score(
+    model: IRPModel, featurizer: Featurizer, features: FeatureSet, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
+    """Uncalibrated probabilities sigmoid(logit) [N] float32 in record order: for ranking (AP, early stopping).
+    The probabilities a model serves are calibrated: `IRPClassifier.predict_proba`."""
+    logits = score_logits(model, featurizer, features, device, batch_size)
+    return torch.sigmoid(torch.from_numpy(logits)).numpy()
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -266,7 +276,8 @@ def train(
     quiet: bool = False,
     cache_dir: Path | None = None,
 ) -> TrainResult:
-    """Train, keep the best checkpoint by validation AP, choose the threshold, write the artifact to out_dir.
+    """Train, keep the best checkpoint by validation AP, fit calibration and the certified threshold on
+    validation (`irp.artifact.fit_operating_point`), write the artifact to out_dir.
 
     Data are record lists or files (.jsonl/.parquet); file features are cached in `cache_dir` when given."""
     out_dir = Path(out_dir)
@@ -284,6 +295,8 @@ def train(
     for name, fs in (("train", train_set), ("valid", valid_set)):
         if np.isnan(fs.labels).any():
             raise ValueError(f"{name} data has records without `{label_field}`")
+    # Fail before training, not after: calibration and the operating point need both classes in validation.
+    check_validation_labels(valid_set.labels)
     model.to(device)
 
     optimizer = make_optimizer(model, config)
@@ -349,7 +362,7 @@ def train(
 
     # The best checkpoint (by validation AP) is the model; the threshold is chosen on validation.
     best = IRPModel.load(existing_dir(ckpt_dir / "best") or ckpt_dir / "best", config, featurizer.pad_id, device=str(device))
-    valid_probs = score(best, featurizer, valid_set, device)
+    valid_logits = score_logits(best, featurizer, valid_set, device)
     info = {
         "steps": state.step,
         "best_step": state.best_step,
@@ -370,7 +383,7 @@ def train(
     result = TrainResult(out_dir, {}, 0.5)
     if ctx.is_main:
         metrics, threshold = write_artifact(
-            out_dir, best, featurizer, config, valid_set.labels, valid_probs, info, data_info
+            out_dir, best, featurizer, config, valid_set.labels, valid_logits, info, data_info
         )
         result = TrainResult(out_dir, metrics, threshold)
     ctx.barrier()

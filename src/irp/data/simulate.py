@@ -658,3 +658,70 @@ def simulate_to_file(path: str | Path, config: SimConfig, progress: bool = True)
                     advance(len(chunk.label))
             write_records(path, records(), total=config.n)
     return tally.summary(path, time.perf_counter() - t0)
+
+
+# ---- simulated reactions to a served decision (the feedback loop) --------------------------------------
+#
+# The decision log (docs/loop.md) records what the service did; these functions say what the simulated user
+# did next, so that every counterfactual has ground truth:
+#   - an offer to switch to a screen is accepted with probability accept_probability(true_intent): a user
+#     with a latent visual intent mostly says yes, others rarely do;
+#   - the carousel tap is the record's existing proxy `label` (step 5 of the story above): it does not
+#     depend on whether an offer was made, so "what if the candidate had offered" is known on every record.
+# The accept draw is one uniform number per (seed, record id), shared by "offered" and "not offered", so the
+# same record gets the same answer whichever policy offers it.
+
+ACCEPT_PROB_VISUAL = 0.6  # P(offer accepted | true_intent = 1)
+ACCEPT_PROB_OTHER = 0.05  # P(offer accepted | true_intent = 0): a polite yes, or curiosity
+
+
+def accept_probability(true_intent: int | bool) -> float:
+    """P(an offer to continue on a screen is accepted) for a record's latent visual intent.
+
+    >>> accept_probability(1), accept_probability(0)
+    (0.6, 0.05)
+    """
+    if true_intent not in (0, 1):  # also True/False
+        raise ValueError(f"true_intent must be 0 or 1, got {true_intent!r}")
+    return ACCEPT_PROB_VISUAL if true_intent else ACCEPT_PROB_OTHER
+
+
+def _reaction_uniform(seed: int, record_id: str) -> float:
+    """One U(0, 1) draw per (seed, record id), independent of everything else drawn."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{seed}\x00{record_id}".encode(), digest_size=8).digest()
+    return float(np.random.default_rng([int(seed) & 0xFFFFFFFF, int.from_bytes(digest, "little")]).random())
+
+
+def reactions(record: dict[str, Any], offered: bool, seed: int) -> list[str]:
+    """The feedback events of one served decision, deterministic in (seed, record id).
+
+    offered -> "offer_accepted" with P = accept_probability(record["true_intent"]) else "offer_declined";
+    then always "carousel_tap" if record["label"] == 1 else "no_tap". The record needs `id`, `label` and
+    (when offered) `true_intent`, as simulated records have.
+
+    >>> rec = {"id": "sim-1-0", "label": 1, "true_intent": 1}
+    >>> reactions(rec, offered=False, seed=0)
+    ['carousel_tap']
+    >>> reactions(rec, True, 0) == reactions(rec, True, 0) and reactions(rec, True, 0)[0] in ("offer_accepted", "offer_declined")
+    True
+    """
+    label = record.get("label")
+    if label not in (0, 1):
+        raise ValueError(f"record {record.get('id')!r}: reactions need a 0/1 `label`, got {label!r}")
+    events = []
+    if offered:
+        events.append("offer_accepted" if would_accept(record, seed) else "offer_declined")
+    events.append("carousel_tap" if label == 1 else "no_tap")
+    return events
+
+
+def would_accept(record: dict[str, Any], seed: int) -> bool:
+    """Whether the record's user accepts an offer if one is made (the counterfactual of `reactions`).
+
+    >>> rec = {"id": "x", "label": 0, "true_intent": 0}
+    >>> would_accept(rec, 3) == (reactions(rec, True, 3)[0] == "offer_accepted")
+    True
+    """
+    return _reaction_uniform(seed, str(record["id"])) < accept_probability(record.get("true_intent"))

@@ -2,11 +2,13 @@
 the plots and the report.
 
 Layout of OUT:
-    table1.md / .csv / .json, table2.*, table3.*, sweep.*, robustness_retrieval.*, robustness_labels.*, transfer.*
-    plots/*.png          PR curves, sweep operating points, retrieval-failure curve
+    table1.md / .csv / .json, table2.*, table3.*, sweep.*, robustness_retrieval.*, robustness_labels.*, transfer.*,
+    backbones.*
+    plots/*.png          PR curves, sweep operating points, retrieval-failure curve, backbone quality vs cost
     RESULTS.md           the report (irp.report), also written to --report PATH with its plots beside it
     ablate_meta.json     hardware, data sizes, wall times and the command of every invocation
-    cache/runs/<key>/    scores of finished runs (the resume state); cache/data/ imported SIMMC records
+    cache/runs/<key>/    scores of finished runs (the resume state, and the backbone table's measured costs);
+                         cache/data/ imported SIMMC records
 """
 
 from __future__ import annotations
@@ -54,12 +56,14 @@ from irp.fileio import atomic_write_text, write_json_atomic
 # Without --lr the learning rate is default_lr(batch size), as for `irp train`.
 FULL_DEFAULTS: dict[str, Any] = dict(
     seeds=3, epochs=3, batch_size=32, max_train=0, max_eval=0, n_boot=1000,
-    alphas=(0.5, 1.0), betas=(0.0, 0.5, 1.0, 2.0),
+    alphas=(0.5, 1.0), betas=(0.0, 0.5, 1.0, 2.0), cost_queries=200,
 )
 QUICK_DEFAULTS: dict[str, Any] = dict(
     seeds=1, epochs=2, lr=3e-3, batch_size=32, max_train=500, max_eval=300, n_boot=200,
-    alphas=(1.0,), betas=(0.0, 1.0),
+    alphas=(1.0,), betas=(0.0, 1.0), cost_queries=30,
 )
+PARITY_RECORDS = {False: 500, True: 100}  # validation records of the backbones table's int8 parity check
+QUICK_STAND_INS = (("minilm-l3", "bert"), ("minilm-l6", "bert"), ("mpnet-base", "mpnet"))
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class AblationOptions:
     seeds: int = 3
     backbone: str | None = None  # None: minilm-l6, or the tiny encoder with --quick
     backbones: tuple[str, ...] = ()  # extra backbones: tables 1-3 are repeated for each
+    compare: tuple[str, ...] = ()  # backbones table; () = the built-in ones installed (tiny stand-ins with --quick)
+    cost_queries: int = 200  # single queries timed per backbone (after 10 warm-up calls)
     epochs: int = 3
     max_steps: int = 0
     batch_size: int = 32
@@ -144,6 +150,8 @@ class AblationOptions:
             raise ValueError("--alphas must be > 0 and --betas >= 0 (at least one of each)")
         if self.n_boot < 1:
             raise ValueError("--n-boot must be >= 1")
+        if self.cost_queries < 1:
+            raise ValueError("--cost-queries must be >= 1")
         if self.simmc_dir is not None and "transfer" in self.tables:
             missing = [rel for rel in SIMMC_SOURCES.values() if not (Path(self.simmc_dir) / rel).is_file()]
             if missing:
@@ -182,12 +190,17 @@ class Plan:
     labels: dict[str, str]  # run key -> "table · row · seed s" of its first use
     n_runs: int  # distinct (model, seed) runs the tables need
     cached: int  # of which every needed score is cached
+    cost: dict[str, str] = dataclasses.field(default_factory=dict)  # run key -> valid set: cost still to measure
 
 
-def plan_runs(specs: Sequence[TableSpec], ctx: DataContext, cache: RunCache, seeds: int) -> Plan:
-    """The distinct runs the tables need (shared runs once) and which record sets each still has to score."""
+def plan_runs(
+    specs: Sequence[TableSpec], ctx: DataContext, cache: RunCache, seeds: int, cost_models: Path | None = None
+) -> Plan:
+    """The distinct runs the tables need (shared runs once), which record sets each still has to score, and whose
+    cost (backbones table) is still to be measured: those runs keep their model, trained again if it is gone."""
     needed: dict[str, tuple[ModelSpec, int, set[str]]] = {}
     labels: dict[str, str] = {}
+    cost: dict[str, str] = {}
     for table in specs:
         for row in table.rows:
             if row.model is None:
@@ -198,12 +211,17 @@ def plan_runs(specs: Sequence[TableSpec], ctx: DataContext, cache: RunCache, see
                 entry[2].update((row.valid_set, row.eval_set))
                 suffix = f" · seed {seed}" if row.model.kind == "irp" else ""
                 labels.setdefault(key, f"{table.key} · {row.name}{suffix}")
-    tasks = []
+            first = row.model.key(row.seeds(seeds)[0], ctx)
+            if row.cost and not (cache.meta(first) or {}).get("cost"):
+                cost[first] = row.valid_set
+    tasks, cached = [], 0
     for key, (spec, seed, sets) in needed.items():
         missing = tuple(sorted(s for s in sets if not cache.has(key, s, ctx.fingerprint(s))))
-        if missing:
-            tasks.append(RunTask(spec, seed, key, missing))
-    return Plan(tasks, labels, len(needed), len(needed) - len(tasks))
+        model_gone = key in cost and not (cost_models is not None and (cost_models / key / "config.json").exists())
+        cached += not missing
+        if missing or model_gone:
+            tasks.append(RunTask(spec, seed, key, missing, keep_for_cost=key in cost))
+    return Plan(tasks, labels, len(needed), cached, cost)
 
 
 # ---- environment ----------------------------------------------------------------------------------------
@@ -279,6 +297,7 @@ def run_ablation(opts: AblationOptions, console: Console | None = None) -> list[
         if not (tiny / "config.json").exists():
             build_tiny_encoder(tiny)
         backbone = str(tiny.resolve())
+    compare, compare_notes = compared_backbones(opts, backbone)
     simmc_dir = opts.simmc_dir if opts.simmc_dir is not None else default_simmc_dir()
     ctx = DataContext(DataSpec(
         Path(opts.train), Path(opts.valid), Path(opts.test), out / "cache" / "data",
@@ -289,10 +308,12 @@ def run_ablation(opts: AblationOptions, console: Console | None = None) -> list[
         device=opts.device, target_precision=opts.target_precision, checkpoint_every=10**9,
         num_workers=loader_workers(opts.jobs, opts.device),
     )
-    settings = TableSettings(base, (backbone, *opts.backbones), opts.alphas, opts.betas, opts.corruptions)
+    settings = TableSettings(base, (backbone, *opts.backbones), opts.alphas, opts.betas, opts.corruptions,
+                             compare, compare_notes)
     specs = build_tables(opts.tables, settings, ctx)
     cache = RunCache(out / "cache" / "runs")
-    plan = plan_runs(specs, ctx, cache, opts.seeds)
+    cost_models = out / "cache" / "cost-models"
+    plan = plan_runs(specs, ctx, cache, opts.seeds, cost_models)
     console.print(
         f"[bold]irp ablate[/]: tables {', '.join(s.key for s in specs)}; backbone {backbone_label(backbone)}; "
         f"{plan.n_runs} distinct runs, {plan.cached} cached, [bold]{len(plan.tasks)} to run[/] "
@@ -304,9 +325,10 @@ def run_ablation(opts: AblationOptions, console: Console | None = None) -> list[
     runtime = Runtime(
         out / "cache" / "runs", out / "cache" / "scratch", out / "cache" / "features",
         out / "models" if opts.keep_models else None, default_threads(opts.jobs) if opts.jobs > 1 else 0,
-        write_features=opts.jobs == 1,
+        write_features=opts.jobs == 1, cost_models=cost_models,
     )
     reports = _run_with_progress(plan, ctx, runtime, opts.jobs, console)
+    _measure_costs(plan, ctx, cache, cost_models, opts, console)
 
     ev = EvalSettings(opts.seeds, opts.operating_point, opts.target_precision, opts.n_boot)  # type: ignore[arg-type]
     results = []
@@ -326,6 +348,71 @@ def run_ablation(opts: AblationOptions, console: Console | None = None) -> list[
         f"wall time {meta['wall_s']:.0f} s ({len(reports)} runs trained)"
     )
     return results
+
+
+def compared_backbones(opts: AblationOptions, primary: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """(label, backbone) pairs of the backbones table, and notes on those left out.
+
+    Default: every built-in backbone that is installed (a note names the others and `make backbones`). With
+    --quick and no --compare-backbones: tiny random stand-ins with each one's architecture (MiniLM-L6's is the
+    primary tiny encoder), so that the quick pipeline checks the table, the MPNet code path and the cost
+    measurement in seconds, on any machine; their numbers say nothing about the pretrained backbones."""
+    from irp.backbones import NAMES, BackboneError, available, locate
+
+    if "backbones" not in opts.tables:
+        return (), ()
+    if opts.quick and not opts.compare:
+        from irp.model.encoder import build_tiny_encoder, build_tiny_mpnet
+
+        pairs = []
+        for name, arch in QUICK_STAND_INS:
+            folder = opts.out / "cache" / f"tiny-{name}"
+            if name == "minilm-l6" and opts.backbone is None:
+                folder = Path(primary)
+            elif not (folder / "config.json").exists():
+                (build_tiny_mpnet if arch == "mpnet" else build_tiny_encoder)(folder, seed=NAMES.index(name) + 1)
+            pairs.append((f"{name} (tiny stand-in)", str(folder.resolve())))
+        note = ("--quick: tiny random encoders stand in for the backbones (BERT, BERT and MPNet architectures, hidden "
+                "32, 2 layers, no pretrained weights): these rows check the pipeline, not the backbones; run without "
+                "--quick, or pass --compare-backbones minilm-l3,minilm-l6,mpnet-base, for the real ones")
+        return tuple(pairs), (note,)
+    pairs, notes = [], []
+    for name in opts.compare or NAMES:
+        if name in NAMES and not available(name):
+            try:
+                locate(name)
+            except BackboneError as e:
+                notes.append(f"{name} skipped: {e}")
+            continue
+        if name not in NAMES and not Path(name).expanduser().is_dir():
+            notes.append(f"{name} skipped: neither a built-in backbone ({', '.join(NAMES)}) nor a folder")
+            continue
+        pairs.append((backbone_label(name), name))
+    return tuple(pairs), tuple(notes)
+
+
+def _measure_costs(
+    plan: Plan, ctx: DataContext, cache: RunCache, cost_models: Path, opts: AblationOptions, console: Console
+) -> None:
+    """Export each cost run's kept model to ONNX and time single queries on the CPU, one model at a time after
+    every training run finished (so that the timings do not share the CPU with training)."""
+    from irp.experiments.cost import measure_cost
+
+    for key, valid_set in plan.cost.items():
+        model_dir = cost_models / key
+        if not (model_dir / "config.json").exists():
+            raise RuntimeError(f"the model of run {key} was not kept for its cost measurement")
+        started = time.perf_counter()
+        cost = measure_cost(model_dir, ctx.path(valid_set), opts.cost_queries, PARITY_RECORDS[opts.quick])
+        meta = cache.meta(key) or {}
+        meta["cost"] = cost
+        cache.save_meta(key, meta)
+        import shutil
+
+        shutil.rmtree(model_dir, ignore_errors=True)
+        scheme = f"int8 {cost['int8_scheme']}" if cost.get("int8_scheme") else "fp32 (no int8 scheme passed parity)"
+        console.print(f"  cost of {plan.labels[key]}: CPU p50 {cost['latency']['p50_ms']:.1f} ms ({scheme}), "
+                      f"measured in {time.perf_counter() - started:.0f} s")
 
 
 def _run_with_progress(plan: Plan, ctx: DataContext, runtime: Runtime, jobs: int, console: Console) -> list[RunReport]:

@@ -82,6 +82,39 @@ def retrieval_failure(table: TableResult, path: Path) -> Path:
     return _save(fig, path)
 
 
+def quality_vs_cost(table: TableResult, path: Path) -> Path | None:
+    """AP (seed mean, 95 % bootstrap interval) against the CPU p50 latency of one query (left) and against the
+    training examples/s (right), one point per backbone and data set; None when no row has a measured cost."""
+    groups = list(dict.fromkeys(r.group for r in table.rows))
+    cost = {r.name: r.cost for r in table.rows if r.cost and r.cost.get("cpu_p50_ms") is not None}
+    if not cost:
+        return None
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, label in ((axes[0], "cpu_p50_ms", "CPU p50 latency of one query, ms (ONNX, 1 thread; log)"),
+                           (axes[1], "train_examples_per_s", "training examples/s (log)")):
+        for i, group in enumerate(groups):
+            rows = [r for r in table.rows if r.group == group and r.name in cost]
+            x = np.array([(cost[r.name] if key == "cpu_p50_ms" else (r.cost or {})).get(key) or np.nan for r in rows],
+                         dtype=float)
+            y = np.array([r.metrics["ap"].mean for r in rows])
+            lo = np.array([(r.interval or {}).get("ap", {}).get("lo", np.nan) for r in rows])
+            hi = np.array([(r.interval or {}).get("ap", {}).get("hi", np.nan) for r in rows])
+            yerr = np.nan_to_num(np.vstack([y - lo, hi - y]), nan=0.0).clip(min=0)
+            ax.errorbar(x, y, yerr=yerr, fmt="o", capsize=3, color=f"C{i}", label=group or "AP")
+            for xi, yi, r in zip(x, y, rows):
+                ax.annotate(r.name.replace(" (tiny stand-in)", "*"), (xi, yi), textcoords="offset points",
+                            xytext=(5, 4), fontsize=8, color=f"C{i}")
+        if np.isfinite([v for r in cost.values() for v in [r.get(key) or np.nan]]).any():
+            ax.set_xscale("log")
+        ax.set(xlabel=label)
+        ax.grid(alpha=0.3)
+    axes[0].set(ylabel="test AP (mean over seeds)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Backbones: quality against cost")
+    return _save(fig, path)
+
+
 def table_plots(table: TableResult, plot_dir: Path) -> list[str]:
     """Write the plots of one table; returns their file names."""
     written: list[Path | None] = []
@@ -93,6 +126,8 @@ def table_plots(table: TableResult, plot_dir: Path) -> list[str]:
         written.append(sweep_operating_point(table, plot_dir / "sweep_operating_point.png"))
     if table.key == "robustness_retrieval" and table.rows:
         written.append(retrieval_failure(table, plot_dir / "robustness_retrieval.png"))
+    if table.key == "backbones" and table.rows:
+        written.append(quality_vs_cost(table, plot_dir / "backbones_quality_cost.png"))
     if table.key == "transfer":
         for group in dict.fromkeys(r.group for r in table.rows):
             stem = group.lower().replace("simmc ", "").replace(" ", "_")

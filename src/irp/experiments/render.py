@@ -82,9 +82,62 @@ def footer(table: dict[str, Any]) -> list[str]:
     return lines + [f"Note: {n}" for n in table.get("notes", [])]
 
 
+def _ms(x: Any, digits: int = 1) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+
+
+def quality_cost_rows(table: dict[str, Any]) -> list[list[str]]:
+    """The backbones table in one line per backbone: AP with its 95 % interval and Δ vs the reference on each data
+    set (group), then what the backbone costs (from its simulated-log row).
+
+    >>> row = {"name": "b", "group": "sim", "reference": True, "params": {}, "vs_reference": None,
+    ...        "metrics": {"ap": {"mean": 0.5, "std": 0.01, "n": 2}}, "interval": {"ap": {"lo": 0.4, "hi": 0.6}},
+    ...        "cost": {"params_m": 22.7, "train_examples_per_s": 100.0, "train_device": "cpu", "cpu_p50_ms": 9.5,
+    ...                 "runtime": "onnx-int8", "int8_scheme": "blockwise"}}
+    >>> quality_cost_rows({"rows": [row]})[1]
+    ['b', '22.7', '0.500 ± 0.010 [0.400, 0.600]', '— (reference)', '100 (cpu)', '9.5 (int8 blockwise)']
+    """
+    groups = list(dict.fromkeys(r["group"] for r in table["rows"]))
+    names = list(dict.fromkeys(r["name"] for r in table["rows"]))
+    header = ["backbone", "params (M)"]
+    for g in groups:
+        header += [f"AP, {g} [95 % CI]", f"Δ AP vs reference, {g}"]
+    header += ["train examples/s (device)", "CPU p50 ms, 1 query (ONNX)"]
+    body = [header]
+    for name in names:
+        rows = {r["group"]: r for r in table["rows"] if r["name"] == name}
+        first = rows[groups[0]] if groups[0] in rows else next(iter(rows.values()))
+        cost = first.get("cost") or {}
+        cells = [name, _ms(cost.get("params_m"))]
+        for g in groups:
+            r = rows.get(g)
+            if r is None:
+                cells += ["—", "—"]
+                continue
+            ci = (r.get("interval") or {}).get("ap") or {}
+            interval = f" [{ci['lo']:.3f}, {ci['hi']:.3f}]" if ci.get("lo") is not None else ""
+            cells.append(_cell(r["metrics"]["ap"]) + interval)
+            cells.append("— (reference)" if r["reference"] else format_diff((r.get("vs_reference") or {}).get("ap")))
+        rate = cost.get("train_examples_per_s")
+        cells.append(f"{_ms(rate, 0)} ({cost.get('train_device') or '?'})")
+        runtime = cost.get("runtime") or ""
+        kind = f"int8 {cost['int8_scheme']}" if cost.get("int8_scheme") else runtime.replace("onnx-", "")
+        cells.append(f"{_ms(cost.get('cpu_p50_ms'))}" + (f" ({kind})" if kind else ""))
+        body.append(cells)
+    return body
+
+
+def _md_table(rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(rows[0]) + " |", "|" + "|".join(" --- " for _ in rows[0]) + "|"]
+            + ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows[1:]] + [""])
+
+
 def to_markdown(table: dict[str, Any], plot_dir: str | None = None, heading: str = "###") -> str:
     """The table as a Markdown section: heading, description, table, footer, and plots when `plot_dir` is set."""
     out = [f"{heading} {table['title']}", "", table["description"], ""]
+    if table["rows"] and any(r.get("cost") for r in table["rows"]):
+        out += _md_table(quality_cost_rows(table))
+        out += [cost_footer(table), "", "All metrics of every row:", ""]
     if table["rows"]:
         rows = markdown_rows(table)
         out.append("| " + " | ".join(rows[0]) + " |")
@@ -98,6 +151,22 @@ def to_markdown(table: dict[str, Any], plot_dir: str | None = None, heading: str
     return "\n".join(out) + "\n"
 
 
+def cost_footer(table: dict[str, Any]) -> str:
+    """How the cost columns were measured, and which int8 schemes failed parity for which backbone."""
+    costs = [(r["name"], r["cost"]) for r in table["rows"] if (r.get("cost") or {}).get("runtime")]
+    cpus = sorted({c.get("cpu") or "?" for _, c in costs})
+    text = ("Cost columns: parameters of the encoder; training examples/s (mean over the seeds' runs of the row, "
+            "training loop without validation passes; concurrent runs share the device when --jobs > 1); CPU p50 of "
+            f"one record in, probability out, on 1 thread of {', '.join(cpus) or 'the CPU'}, through the ONNX "
+            "export of the seed-0 simulated-log model: int8 with the first scheme of per-channel, vector-wise, "
+            "blockwise whose parity check passes (max |Δp| ≤ 0.02 and |Δ AP| ≤ 0.005 against torch), else fp32.")
+    failures = [f"{name}: " + "; ".join(c["int8_failures"]) for name, c in costs if c.get("int8_failures")]
+    return text + ("" if not failures else " Int8 schemes that failed parity — " + " | ".join(failures) + ".")
+
+
+COST_COLUMNS = ("params_m", "train_examples_per_s", "train_device", "cpu_p50_ms", "cpu_p90_ms", "runtime", "int8_scheme")
+
+
 def to_csv(table: dict[str, Any]) -> str:
     """One line per row with every number: means, stds, per-metric Δ, interval and p-value, and the params."""
     params = sorted({k for row in table["rows"] for k in row["params"]})
@@ -106,6 +175,9 @@ def to_csv(table: dict[str, Any]) -> str:
         header += [f"{m}_mean", f"{m}_std"]
     for m in METRICS:
         header += [f"d_{m}", f"d_{m}_lo", f"d_{m}_hi", f"p_{m}"]
+    with_cost = any(row.get("cost") for row in table["rows"])
+    if with_cost:
+        header += [f"{m}_lo" for m in METRICS] + [f"{m}_hi" for m in METRICS] + list(COST_COLUMNS)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -118,6 +190,10 @@ def to_csv(table: dict[str, Any]) -> str:
         for m in METRICS:
             d = vs.get(m) or {}
             line += [_num(d.get(k)) for k in ("diff", "lo", "hi", "p_value")]
+        if with_cost:
+            interval, cost = row.get("interval") or {}, row.get("cost") or {}
+            line += [_num((interval.get(m) or {}).get(k)) for k in ("lo", "hi") for m in METRICS]
+            line += [_num(cost.get(c)) for c in COST_COLUMNS]
         writer.writerow(line)
     return buf.getvalue()
 

@@ -109,6 +109,7 @@ class RunTask:
     seed: int
     key: str
     score_sets: tuple[str, ...]
+    keep_for_cost: bool = False  # keep the artifact in Runtime.cost_models for the cost measurement (backbones)
 
 
 class RunCache:
@@ -150,6 +151,7 @@ class Runtime:
     models_dir: Path | None = None  # keep artifacts here when set
     threads: int = 0  # torch threads per worker process, 0 = leave as is
     write_features: bool = True  # False in worker pools: the features were built before the runs started
+    cost_models: Path | None = None  # artifacts kept until their cost is measured (RunTask.keep_for_cost)
 
 
 def _score_device(config: IRPConfig) -> str:
@@ -263,6 +265,10 @@ def execute(task: RunTask, ctx: DataContext, runtime: Runtime) -> dict[str, Any]
         if kept is not None and trained:
             shutil.rmtree(kept, ignore_errors=True)
             shutil.copytree(model_dir, kept, ignore=shutil.ignore_patterns("checkpoints"))
+        if task.keep_for_cost and runtime.cost_models is not None:
+            target = runtime.cost_models / task.key
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns("checkpoints", "onnx"))
     meta["last_s"] = round(time.perf_counter() - started, 2)  # this execution (wall_s sums all of them)
     meta["wall_s"] = round(meta.get("wall_s", 0.0) + meta["last_s"], 2)
     meta["trainings"] = meta.get("trainings", 0) + int(trained)  # > 1: scores were added after the model was gone
@@ -272,7 +278,8 @@ def execute(task: RunTask, ctx: DataContext, runtime: Runtime) -> dict[str, Any]
 
 def _training_info(model_dir: Path) -> dict[str, Any]:
     info = json.loads((model_dir / "config.json").read_text()).get("training", {})
-    keys = ("steps", "best_step", "wall_s", "featurize_s", "device", "n_train", "n_valid", "early_stopped")
+    keys = ("steps", "best_step", "wall_s", "featurize_s", "train_loop_s", "eval_s", "device", "n_train", "n_valid",
+            "early_stopped")
     return {k: info[k] for k in keys if k in info}
 
 

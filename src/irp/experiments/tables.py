@@ -29,7 +29,7 @@ from irp.experiments.stats import (
     resample_seed_means,
 )
 
-TABLES = ("1", "2", "3", "sweep", "robustness", "transfer")  # --table names; robustness writes two tables
+TABLES = ("1", "2", "3", "sweep", "robustness", "transfer", "backbones")  # --table names; robustness writes two
 # Table 1: fields added one at a time (the paper's feature ablation); product rows use mean pooling.
 FEATURE_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("utterance", ("utterance",)),
@@ -56,6 +56,7 @@ class RowSpec:
     reference: bool = False
     params: tuple[tuple[str, Any], ...] = ()
     oracle_field: str | None = None  # score = this record field (0/1): the best a model could do
+    cost: bool = False  # backbones table: seed 0's model is exported to ONNX and one query timed on the CPU
 
     @property
     def valid_set(self) -> str:
@@ -84,6 +85,8 @@ class TableSettings:
     alphas: tuple[float, ...] = (0.5, 1.0)
     betas: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
     corruptions: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+    compare: tuple[tuple[str, str], ...] = ()  # backbones table: (label, backbone name or folder), reference first
+    compare_notes: tuple[str, ...] = ()  # e.g. backbones skipped because they are not installed
 
 
 def backbone_label(name: str) -> str:
@@ -240,6 +243,37 @@ def transfer(settings: TableSettings, ctx: DataContext) -> TableSpec:
     return TableSpec("transfer", title, description, tuple(rows))
 
 
+def backbones_table(settings: TableSettings, ctx: DataContext) -> TableSpec:
+    """The paper's backbone comparison on our data: the all-fields mean-pooling model per backbone, on the simulated
+    log and fine-tuned on SIMMC fashion, with what each costs (training examples/s, CPU latency of one query)."""
+    title = "Backbones — quality against cost"
+    description = (
+        "The all-fields model (mean pooling, combined loss) with each backbone: trained on the simulated log "
+        "(threshold from its validation set, evaluated on its test set), and fine-tuned from the backbone on SIMMC "
+        "fashion train (85 % of its dialogs; threshold from the other 15 %; evaluated on SIMMC fashion dev). Cost: "
+        "training examples/s on the run's device (optimiser steps x batch over the training loop without its "
+        "validation passes; mean over the seeds' runs), and the CPU p50 latency of one query, record in to "
+        "probability out on 1 thread, through the ONNX export of the seed-0 simulated-log model (int8 where its "
+        "parity check passes, else fp32)."
+    )
+    notes = list(settings.compare_notes)
+    if not settings.compare:
+        return TableSpec("backbones", title, description, (), tuple(notes or ["skipped: no backbone to compare"]))
+    reference = next((label for label, _ in settings.compare if label.startswith("minilm-l6")), settings.compare[0][0])
+    rows: list[RowSpec] = []
+    domains = [("sim", "simulated log", "test")]
+    if ctx.simmc_available:
+        domains.append(("fashion", "SIMMC fashion (fine-tuned)", "fashion_dev"))
+    else:
+        notes.append("SIMMC rows skipped: the SIMMC files were not found (pass --simmc-dir or set IRP_SHARED_DATA)")
+    for domain, group, eval_set in domains:
+        for label, backbone in settings.compare:
+            model = _irp(settings.base.replace(backbone=backbone), domain=domain)
+            rows.append(RowSpec(label, model, eval_set=eval_set, group=group, reference=label == reference,
+                                params=(("backbone", label),), cost=domain == "sim"))
+    return TableSpec("backbones", title, description, tuple(rows), tuple(notes))
+
+
 def build_tables(names: Sequence[str], settings: TableSettings, ctx: DataContext) -> list[TableSpec]:
     """The table specs for `names` (keys of TABLES), in order."""
     out: list[TableSpec] = []
@@ -256,6 +290,8 @@ def build_tables(names: Sequence[str], settings: TableSettings, ctx: DataContext
             out += [robustness_retrieval(settings), robustness_labels(settings, ctx)]
         elif name == "transfer":
             out.append(transfer(settings, ctx))
+        elif name == "backbones":
+            out.append(backbones_table(settings, ctx))
         else:
             raise ValueError(f"unknown table {name!r}: use one of {', '.join(TABLES)} or all")
     return out
@@ -274,15 +310,22 @@ class RowResult:
     fallbacks: int  # seeds whose validation never reached the target precision (target rule only)
     runs: list[str]
     curve: tuple[np.ndarray, np.ndarray, float] | None = field(default=None, repr=False)  # seed 0: y, scores, thr
+    interval: dict[str, dict[str, float]] | None = None  # 95 % bootstrap interval of each seed-mean metric
+    cost: dict[str, Any] | None = None  # backbones table: throughput, latency, export
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name, "group": self.group, "reference": self.reference, "params": self.params,
             "n_seeds": len(self.per_seed),
             "metrics": {m: {"mean": v.mean, "std": v.std, "n": v.n} for m, v in self.metrics.items()},
             "per_seed": self.per_seed, "vs_reference": self.vs_reference, "fallbacks": self.fallbacks,
             "runs": self.runs,
         }
+        if self.interval is not None:
+            out["interval"] = self.interval
+        if self.cost is not None:
+            out["cost"] = self.cost
+        return out
 
 
 @dataclass
@@ -365,6 +408,8 @@ def compute_table(spec: TableSpec, ctx: DataContext, cache: RunCache, ev: EvalSe
             per_seed=per_seed, vs_reference=vs, fallbacks=fallbacks,
             runs=[row.model.key(s, ctx) for s in row.seeds(ev.seeds)] if row.model is not None else [],
             curve=(y_test, runs[0][0], runs[0][1]),
+            interval=_interval(res) if spec.key == "backbones" else None,
+            cost=run_cost(row, ctx, cache, ev.seeds) if spec.key == "backbones" else None,
         ))
     contrasts = []
     by_name = {row.name: (y, res) for (row, y, _, _, _), res in zip(scored, resampled)}
@@ -375,3 +420,48 @@ def compute_table(spec: TableSpec, ctx: DataContext, cache: RunCache, ev: EvalSe
                 "n_boot": ev.n_boot, "seeds": ev.seeds}
     return TableResult(spec.key, spec.title, spec.description, results, groups, list(spec.notes), settings, contrasts)
 
+
+
+def _interval(res: Any) -> dict[str, dict[str, float]]:
+    """95 % percentile interval of a row's seed-mean metrics over the bootstrap resamples of its test records."""
+    out = {}
+    for m in METRICS:
+        boot = res.boot[m][~np.isnan(res.boot[m])] if res.boot[m].size else res.boot[m]
+        lo, hi = (np.percentile(boot, [2.5, 97.5]) if boot.size else (np.nan, np.nan))
+        out[m] = {"lo": float(lo), "hi": float(hi)}
+    return out
+
+
+def run_cost(row: RowSpec, ctx: DataContext, cache: RunCache, seeds: int) -> dict[str, Any]:
+    """What the row's model cost: training examples/s (mean over its seeds' runs, with the device) and, for a
+    `cost` row, the ONNX export and CPU latency measured on its seed-0 model."""
+    from irp.backbones import BACKBONES
+    from irp.experiments.cost import training_rate
+
+    assert row.model is not None and row.model.config is not None
+    rates, devices = [], set()
+    for seed in row.seeds(seeds):
+        meta = cache.meta(row.model.key(seed, ctx)) or {}
+        training = meta.get("training") or {}
+        batch = (meta.get("config") or {}).get("batch_size", row.model.config.batch_size)
+        rate = training_rate(training, batch)
+        if rate is not None:
+            rates.append(rate)
+            devices.add(str(training.get("device", "?")))
+    name = row.model.config.backbone
+    out: dict[str, Any] = {
+        "params_m": BACKBONES[name].params_m if name in BACKBONES else None,  # replaced by the measured count below
+        "train_examples_per_s": round(float(np.mean(rates)), 1) if rates else None,
+        "train_device": ", ".join(sorted(devices)) or None,
+    }
+    if row.cost:
+        measured = (cache.meta(row.model.key(row.seeds(seeds)[0], ctx)) or {}).get("cost") or {}
+        latency = measured.get("latency") or {}
+        out |= {"cpu_p50_ms": latency.get("p50_ms"), "cpu_p90_ms": latency.get("p90_ms"),
+                "runtime": measured.get("runtime"), "int8_scheme": measured.get("int8_scheme"),
+                "int8_failures": measured.get("int8_failures", []), "int8_max_abs_diff": measured.get("int8_max_abs_diff"),
+                "parity_records": measured.get("parity_records"), "cpu": measured.get("cpu"),
+                }
+        if measured.get("encoder_params_m") is not None:
+            out["params_m"] = measured["encoder_params_m"]
+    return out

@@ -80,8 +80,8 @@ class IRPModel(nn.Module):
             summary = self.summarize_products(value_ids, value_index)  # [B, F, H]
             # Slots are in row-major order, so a masked scatter places slot f of row b at its position.
             embeds = embeds.masked_scatter(slot_mask.unsqueeze(-1), summary.to(embeds.dtype))
-        if token_type_ids is not None and self.encoder.config.type_vocab_size < 2:
-            token_type_ids = None  # e.g. RoBERTa has a single token type
+        if token_type_ids is not None and getattr(self.encoder.config, "type_vocab_size", 0) < 2:
+            token_type_ids = None  # RoBERTa has a single token type, MPNet none (slots are told by attr_type)
         exporting = torch.onnx.is_in_onnx_export()
         encoder_mask = attention_mask if exporting else self.encoder_mask(attention_mask, embeds.dtype)
         hidden = self.encoder(

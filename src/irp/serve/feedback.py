@@ -1,0 +1,139 @@
+"""What users did with the answers: `POST /v1/feedback` events, and the live precision of offers.
+
+An event names the id that /v1/predict answered and one of offer_accepted, offer_declined, carousel_tap,
+no_tap (irp.serve.checks.check_feedback validates it). The server writes it to the decision log (kind
+"feedback", joined later by `irp logs join`) and counts it; answers to offers also feed `LivePrecision`:
+
+    live precision of offers = accepted / (accepted + declined)     over the last `window_s` seconds
+
+with a Wilson 95 % interval, the number to hold against the artifact's promised precision (GET /v1/model,
+Prometheus `irp_live_precision*`, and the alert in docs/prometheus_alerts.yml). The server remembers which
+model version made each recent offer (`OfferMemory`), so the precision is also given per model version: after
+a reload, the window holds answers to both models for a while.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95 % by default); (0, 1) when n = 0.
+
+    Better than the normal interval at the small counts and extreme proportions a live window has.
+
+    >>> [round(x, 4) for x in wilson_interval(8, 10)]
+    [0.4902, 0.9433]
+    >>> wilson_interval(0, 0)
+    (0.0, 1.0)
+    >>> [round(x, 4) for x in wilson_interval(10, 10)]
+    [0.7225, 1.0]
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    z2 = z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+class OfferMemory:
+    """id -> model_version of the most recent `capacity` offers: attributes answers to the model that made
+    the offer, and tells a repeated answer (a client retry) from a first one.
+
+    >>> memory = OfferMemory()
+    >>> memory.remember([("a", "v1")])
+    >>> memory.answer("a"), memory.answer("a"), memory.answer("zz")
+    ('v1', 'repeat', None)
+    """
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._offers: OrderedDict[str, list] = OrderedDict()  # id -> [model_version, answered]
+        self._lock = threading.Lock()
+
+    def remember(self, ids_versions: list[tuple[str, str]]) -> None:
+        if not ids_versions:
+            return
+        with self._lock:
+            for record_id, version in ids_versions:
+                self._offers[record_id] = [version, False]
+                self._offers.move_to_end(record_id)
+            while len(self._offers) > self.capacity:
+                self._offers.popitem(last=False)
+
+    def answer(self, record_id: str) -> str | None:
+        """The model version of the offer being answered; "repeat" when it was answered before; None when
+        this server does not remember the offer (another replica made it, or it is older than `capacity`)."""
+        with self._lock:
+            entry = self._offers.get(record_id)
+            if entry is None:
+                return None
+            if entry[1]:
+                return "repeat"
+            entry[1] = True
+            return entry[0]
+
+
+class LivePrecision:
+    """Answers to offers in a sliding time window: accepted / (accepted + declined), overall and per model.
+
+    >>> now = [0.0]
+    >>> live = LivePrecision(window_s=60, clock=lambda: now[0])
+    >>> for accepted in (True, True, False, True):
+    ...     live.add(accepted, "v1")
+    >>> live.snapshot()["precision"]
+    0.75
+    >>> now[0] = 61.0; live.add(False, "v2")          # the first four fell out of the window
+    >>> s = live.snapshot(); s["answers"], s["precision"], s["by_model_version"]["v2"]["answers"]
+    (1, 0.0, 1)
+    """
+
+    def __init__(self, window_s: float = 3600.0, max_answers: int = 1_000_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s, self.max_answers, self._clock = window_s, max_answers, clock
+        self._answers: deque[tuple[float, bool, str]] = deque()
+        self._counts: Counter[tuple[str, bool]] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, accepted: bool, model_version: str | None) -> None:
+        version = model_version or "unknown"
+        with self._lock:
+            now = self._clock()
+            self._answers.append((now, accepted, version))
+            self._counts[(version, accepted)] += 1
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        answers = self._answers
+        while answers and (now - answers[0][0] > self.window_s or len(answers) > self.max_answers):
+            _, accepted, version = answers.popleft()
+            self._counts[(version, accepted)] -= 1
+            if not self._counts[(version, accepted)]:
+                del self._counts[(version, accepted)]
+
+    def snapshot(self) -> dict[str, Any]:
+        """{window_s, answers, accepted, precision (None when no answer), ci, by_model_version}."""
+        with self._lock:
+            self._prune(self._clock())
+            counts = dict(self._counts)
+        versions = sorted({v for v, _ in counts})
+        by_version = {v: _summary(counts.get((v, True), 0), counts.get((v, True), 0) + counts.get((v, False), 0))
+                      for v in versions}
+        accepted = sum(n for (_, a), n in counts.items() if a)
+        total = sum(counts.values())
+        return {"window_s": self.window_s, **_summary(accepted, total), "by_model_version": by_version}
+
+
+def _summary(accepted: int, answers: int) -> dict[str, Any]:
+    lo, hi = wilson_interval(accepted, answers)
+    return {"answers": answers, "accepted": accepted, "precision": accepted / answers if answers else None,
+            "ci": [lo, hi]}
