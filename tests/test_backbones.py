@@ -76,11 +76,13 @@ def test_bert_rebuilt_from_onnx_initializers_matches(tmp_path: Path) -> None:
     path = tmp_path / "st.onnx"
     with torch.no_grad():
         a = bert(input_ids=ids, attention_mask=mask).last_hidden_state  # before: tracing leaves the module changed
-        torch.onnx.export(_SentenceTransformerLike(bert), (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                          opset_version=17, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(_SentenceTransformerLike(bert), (ids, mask), str(path),
+                          input_names=["input_ids", "attention_mask"], opset_version=17, do_constant_folding=True,
+                          dynamo=False)
     state = backbones.rebuild_bert_state(onnx.load(str(path)).graph)
     rebuilt = BertModel(config, add_pooling_layer=False).eval()
-    missing, unexpected = rebuilt.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=False)
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+    missing, unexpected = rebuilt.load_state_dict(tensors, strict=False)
     assert not [k for k in missing if not k.endswith("position_ids")] and not unexpected
     with torch.no_grad():
         b = rebuilt(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -90,7 +92,8 @@ def test_bert_rebuilt_from_onnx_initializers_matches(tmp_path: Path) -> None:
 # ---- MPNet code path (no token types, eager attention, relative position bias), tiny and random ----------
 @pytest.fixture(scope="module")
 def tiny_mpnet(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(build_tiny_mpnet(tmp_path_factory.mktemp("tiny_mpnet"), tokenizer_source=os.environ.get("IRP_TEST_TOKENIZER")))
+    folder = tmp_path_factory.mktemp("tiny_mpnet")
+    return str(build_tiny_mpnet(folder, tokenizer_source=os.environ.get("IRP_TEST_TOKENIZER")))
 
 
 def test_tiny_mpnet_trains_reloads_and_exports(tiny_mpnet: str, tmp_path: Path) -> None:

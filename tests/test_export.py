@@ -132,6 +132,8 @@ def test_threshold_refit_keeps_the_onnx_export_valid(exported, valid_file: Path,
     threshold = meta["threshold"]["value"]
     assert ((fp32 >= threshold) == (torch_p >= threshold)).mean() >= 0.99
     assert after.threshold_ == threshold and after.promise["confidence"] == 0.5
+    # same weights, new answers: the version names the refitted operating point
+    assert after.version.startswith(before.version + "-op") and after.version != before.version
 
 
 def test_failed_parity_recheck_rewrites_nothing(exported, valid_file: Path, tmp_path: Path,

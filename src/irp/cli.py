@@ -503,7 +503,7 @@ def predict(
     threshold: float | None = typer.Option(None, "--threshold", help="Override the saved threshold."),
     runtime: str = typer.Option("torch", "--runtime", help="torch or onnx."),
 ) -> None:
-    """Score records: adds `probability` and `image_seeking` (at the saved operating point) to each."""
+    """Score records: adds the calibrated `probability` and `image_seeking` (at the saved operating point) to each."""
     from irp.data.io import write_records
 
     clf = _load_classifier(model, runtime)
@@ -647,7 +647,8 @@ def ablate(
         opts = AblationOptions.create(
             quick, train=train_file, valid=valid_file, test=test_file, out=out, tables=parse_tables(table),
             seeds=seeds, backbone=backbone, backbones=tuple(b.strip() for b in backbones.split(",") if b.strip()),
-            compare=tuple(b.strip() for b in compare_backbones.split(",") if b.strip()), cost_queries=cost_queries,
+            compare_backbones=tuple(b.strip() for b in compare_backbones.split(",") if b.strip()),
+            cost_queries=cost_queries,
             epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, device=device, max_train=max_train,
             max_eval=max_eval, jobs=jobs, operating_point=operating_point, target_precision=target_precision,
             alphas=parse_floats(alphas) if alphas is not None else None,

@@ -8,6 +8,8 @@ network or ONNX graph), the scale the saved threshold lives on; `decision_functi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,9 +53,14 @@ class IRPClassifier:
 
     @property
     def version(self) -> str:
-        """A short id of the weights: the training data fingerprint plus the step of the best checkpoint."""
+        """A short id of what answers: the training data fingerprint plus the step of the best checkpoint, and
+        after `irp threshold` a hash of the refitted operating point and calibration (same weights, new answers)."""
         train = self.meta_.get("data", {}).get("train", {})
-        return f"{str(train.get('sha256', 'mem'))[:8]}-{self.meta_['training']['best_step']}"
+        base = f"{str(train.get('sha256', 'mem'))[:8]}-{self.meta_['training']['best_step']}"
+        if "refit" not in self.meta_:
+            return base
+        point = json.dumps([self.meta_["threshold"]["value"], self.meta_.get("calibration")], sort_keys=True)
+        return f"{base}-op{hashlib.blake2b(point.encode(), digest_size=3).hexdigest()}"
 
     @property
     def promise(self) -> dict[str, Any]:

@@ -63,6 +63,7 @@ QUICK_DEFAULTS: dict[str, Any] = dict(
     alphas=(1.0,), betas=(0.0, 1.0), cost_queries=30,
 )
 PARITY_RECORDS = {False: 500, True: 100}  # validation records of the backbones table's int8 parity check
+INT8_SCHEMES = {False: "auto", True: "per-channel"}  # --quick: the fastest scheme only (fp32 timed if it fails)
 QUICK_STAND_INS = (("minilm-l3", "bert"), ("minilm-l6", "bert"), ("mpnet-base", "mpnet"))
 
 
@@ -77,7 +78,7 @@ class AblationOptions:
     seeds: int = 3
     backbone: str | None = None  # None: minilm-l6, or the tiny encoder with --quick
     backbones: tuple[str, ...] = ()  # extra backbones: tables 1-3 are repeated for each
-    compare: tuple[str, ...] = ()  # backbones table; () = the built-in ones installed (tiny stand-ins with --quick)
+    compare_backbones: tuple[str, ...] = ()  # backbones table; () = the built-in ones installed (--quick: stand-ins)
     cost_queries: int = 200  # single queries timed per backbone (after 10 warm-up calls)
     epochs: int = 3
     max_steps: int = 0
@@ -361,7 +362,7 @@ def compared_backbones(opts: AblationOptions, primary: str) -> tuple[tuple[tuple
 
     if "backbones" not in opts.tables:
         return (), ()
-    if opts.quick and not opts.compare:
+    if opts.quick and not opts.compare_backbones:
         from irp.model.encoder import build_tiny_encoder, build_tiny_mpnet
 
         pairs = []
@@ -377,7 +378,7 @@ def compared_backbones(opts: AblationOptions, primary: str) -> tuple[tuple[tuple
                 "--quick, or pass --compare-backbones minilm-l3,minilm-l6,mpnet-base, for the real ones")
         return tuple(pairs), (note,)
     pairs, notes = [], []
-    for name in opts.compare or NAMES:
+    for name in opts.compare_backbones or NAMES:
         if name in NAMES and not available(name):
             try:
                 locate(name)
@@ -403,14 +404,16 @@ def _measure_costs(
         if not (model_dir / "config.json").exists():
             raise RuntimeError(f"the model of run {key} was not kept for its cost measurement")
         started = time.perf_counter()
-        cost = measure_cost(model_dir, ctx.path(valid_set), opts.cost_queries, PARITY_RECORDS[opts.quick])
+        cost = measure_cost(model_dir, ctx.path(valid_set), opts.cost_queries, PARITY_RECORDS[opts.quick],
+                            INT8_SCHEMES[opts.quick])
         meta = cache.meta(key) or {}
         meta["cost"] = cost
         cache.save_meta(key, meta)
         import shutil
 
         shutil.rmtree(model_dir, ignore_errors=True)
-        scheme = f"int8 {cost['int8_scheme']}" if cost.get("int8_scheme") else "fp32 (no int8 scheme passed parity)"
+        scheme = (f"int8 {cost['int8_scheme']}" if cost.get("int8_scheme")
+                  else f"fp32 (int8 {cost['int8_tried']} failed parity)")
         console.print(f"  cost of {plan.labels[key]}: CPU p50 {cost['latency']['p50_ms']:.1f} ms ({scheme}), "
                       f"measured in {time.perf_counter() - started:.0f} s")
 

@@ -155,16 +155,21 @@ def cost_footer(table: dict[str, Any]) -> str:
     """How the cost columns were measured, and which int8 schemes failed parity for which backbone."""
     costs = [(r["name"], r["cost"]) for r in table["rows"] if (r.get("cost") or {}).get("runtime")]
     cpus = sorted({c.get("cpu") or "?" for _, c in costs})
+    tried = sorted({c.get("int8_tried") or "auto" for _, c in costs})
+    scheme = ("int8 with the first scheme of per-channel, vector-wise, blockwise" if tried == ["auto"]
+              else f"int8 {' / '.join(tried)}")
     text = ("Cost columns: parameters of the encoder; training examples/s (mean over the seeds' runs of the row, "
             "training loop without validation passes; concurrent runs share the device when --jobs > 1); CPU p50 of "
             f"one record in, probability out, on 1 thread of {', '.join(cpus) or 'the CPU'}, through the ONNX "
-            "export of the seed-0 simulated-log model: int8 with the first scheme of per-channel, vector-wise, "
-            "blockwise whose parity check passes (max |Δp| ≤ 0.02 and |Δ AP| ≤ 0.005 against torch), else fp32.")
+            f"export of the seed-0 simulated-log model: {scheme} whose parity check passes (max |Δp| ≤ 0.02 and "
+            "|Δ AP| ≤ 0.005 against torch), else fp32.")
     failures = [f"{name}: " + "; ".join(c["int8_failures"]) for name, c in costs if c.get("int8_failures")]
     return text + ("" if not failures else " Int8 schemes that failed parity — " + " | ".join(failures) + ".")
 
 
-COST_COLUMNS = ("params_m", "train_examples_per_s", "train_device", "cpu_p50_ms", "cpu_p90_ms", "runtime", "int8_scheme")
+COST_COLUMNS = (
+    "params_m", "train_examples_per_s", "train_device", "cpu_p50_ms", "cpu_p90_ms", "runtime", "int8_scheme",
+)
 
 
 def to_csv(table: dict[str, Any]) -> str:

@@ -34,13 +34,16 @@ def pick_threshold(
     """(threshold, fell_back) chosen on validation.
 
     `f05`: the threshold that maximises F0.5 (ties: the higher one), so precision and recall both move between
-    ablation rows. `target`: the product rule, the highest recall at `target_precision`; `fell_back` is True
-    when no threshold reached it and the F0.5 one was used.
+    ablation rows. `target`: the product rule, `irp.threshold.choose_threshold` as `irp train` applies it (the
+    highest recall at `target_precision`, certified at its default confidence); `fell_back` is True when no
+    threshold reached it and the F0.5 one was used.
 
     >>> pick_threshold([0, 1, 1, 0, 1], [0.1, 0.9, 0.8, 0.7, 0.3])
     (0.8, False)
-    >>> pick_threshold([0, 1, 1, 0, 1], [0.1, 0.9, 0.8, 0.7, 0.3], "target", 0.75)
-    (0.3, False)
+    >>> y, s = [1] * 40 + [0] * 10 + [1] * 10 + [0] * 40, np.linspace(1, 0, 100)
+    >>> t, fell_back = pick_threshold(y, s, "target", 0.75)
+    >>> round(t, 4), fell_back, pick_threshold(y, s, "target", 0.95)[1]
+    (0.5354, False, True)
     """
     if rule == "target":
         with warnings.catch_warnings():

@@ -458,8 +458,10 @@ def run_cost(row: RowSpec, ctx: DataContext, cache: RunCache, seeds: int) -> dic
         measured = (cache.meta(row.model.key(row.seeds(seeds)[0], ctx)) or {}).get("cost") or {}
         latency = measured.get("latency") or {}
         out |= {"cpu_p50_ms": latency.get("p50_ms"), "cpu_p90_ms": latency.get("p90_ms"),
+                "int8_tried": measured.get("int8_tried"),
                 "runtime": measured.get("runtime"), "int8_scheme": measured.get("int8_scheme"),
-                "int8_failures": measured.get("int8_failures", []), "int8_max_abs_diff": measured.get("int8_max_abs_diff"),
+                "int8_failures": measured.get("int8_failures", []),
+                "int8_max_abs_diff": measured.get("int8_max_abs_diff"),
                 "parity_records": measured.get("parity_records"), "cpu": measured.get("cpu"),
                 }
         if measured.get("encoder_params_m") is not None:
