@@ -30,6 +30,10 @@ Definitions (in guarantee.json):
   rule fell back to the F0.5 threshold. The certified rule falls back exactly when its first candidate (the
   threshold predicting 5 % of the validation records positive, `irp.threshold.default_min_predicted`) fails its
   bound; `pool_precision_top_5pct` (the pool's precision there) says how close to the target that start is.
+- `coverage_<rule>_pool`, `violation_rate_<rule>_pool`: the same with the precision over the whole pool at the
+  chosen threshold, the population the validation sample was drawn from (the quantity the guarantee is about,
+  free of the test sample's own noise; for SIMMC the test half is the pool minus the validation half, so a lucky
+  validation half makes an unlucky test half and the test-half check is about twice as noisy).
 - `oracle_recall_at_target`: the most recall of any threshold whose precision over the whole pool reaches the
   target (what a rule that knew the population could get).
 
@@ -40,8 +44,11 @@ Scores are the model's raw probabilities. Calibration (temperature scaling, or i
 transform fitted after training, so it changes no set of records a threshold selects, and so no precision,
 recall or coverage here (isotonic's ties can merge candidates; temperature keeps them all).
 
-    .venv/bin/python bench/guarantee.py --out bench/results        # trains, scores, caches DIR/pool_*.npz
-    .venv/bin/python bench/guarantee.py --out bench/results        # rerun: reuses the cached pools
+    .venv/bin/python bench/guarantee.py --out bench/results        # trains, scores, caches the scored pools
+    .venv/bin/python bench/guarantee.py --out bench/results        # rerun: reuses them
+
+The simulated pool's scores are cached in OUT/pool_simulated.npz; the SIMMC pool's in WORK/pool_simmc.npz (runs/,
+not committed: SIMMC labels are CC-BY-NC-SA data that stay in ../shared/data).
 """
 
 from __future__ import annotations
@@ -149,6 +156,7 @@ class Trials:
     fallback: npt.NDArray[np.bool_]
     threshold: npt.NDArray[np.float64]
     valid_precision: npt.NDArray[np.float64]
+    pool_precision: npt.NDArray[np.float64]  # over the whole pool (validation included): the draws' population
 
 
 def run_trials(
@@ -166,6 +174,8 @@ def run_trials(
     """Draw `trials` session-disjoint splits; on each, both rules choose on valid and are measured on test."""
     rng = np.random.default_rng(seed)
     confs = {name: (confidence if c is None else c) for name, c in RULES.items()}
+    s_sorted = np.sort(scores)  # ascending, for the pool's precision at any threshold
+    pos_above = np.cumsum(y[np.argsort(scores, kind="stable")][::-1])[::-1]  # (n,) positives with score >= s_sorted[i]
     out: dict[str, dict[str, list[Any]]] = {name: {f: [] for f in Trials.__dataclass_fields__} for name in RULES}
     for _ in range(trials):
         v, t = draw_split(codes, rng, n_valid=n_valid, session_fraction=session_fraction)
@@ -181,6 +191,8 @@ def run_trials(
             rec["fallback"].append(choice.rule == "max_f05_fallback")
             rec["threshold"].append(choice.threshold)
             rec["valid_precision"].append(choice.precision)
+            i = int(np.searchsorted(s_sorted, choice.threshold, side="left"))  # first pool score >= threshold
+            rec["pool_precision"].append(pos_above[i] / (y.size - i) if i < y.size else float("nan"))
     return {name: Trials(**{f: np.asarray(vals) for f, vals in rec.items()}) for name, rec in out.items()}
 
 
@@ -188,7 +200,7 @@ def summarize(results: dict[str, Trials], target: float) -> dict[str, Any]:
     """The JSON keys of one pool from the per-trial outcomes (module docstring: definitions).
 
     >>> t = Trials(np.array([0.9, 0.7, np.nan]), np.array([0.5, 0.6, 0.0]), np.array([10, 10, 0]),
-    ...            np.array([False, False, True]), np.zeros(3), np.zeros(3))
+    ...            np.array([False, False, True]), np.zeros(3), np.zeros(3), np.array([0.9, 0.7, 0.9]))
     >>> s = summarize({"point": t}, 0.8)
     >>> s["coverage_point"], s["violation_rate_point"], s["fallback_rate_point"], s["empty_test_point"]
     (0.3333, 0.3333, 0.3333, 1)
@@ -200,6 +212,9 @@ def summarize(results: dict[str, Trials], target: float) -> dict[str, Any]:
         out[f"coverage_{name}"] = round(float(covered.mean()), 4)
         out[f"coverage_{name}_when_reached"] = round(float(covered[reached].mean()), 4) if reached.any() else None
         out[f"violation_rate_{name}"] = round(float((reached & ~covered).mean()), 4)
+        pool_ok = np.nan_to_num(t.pool_precision, nan=-1.0) >= target
+        out[f"coverage_{name}_pool"] = round(float(pool_ok.mean()), 4)
+        out[f"violation_rate_{name}_pool"] = round(float((reached & ~pool_ok).mean()), 4)
         out[f"median_recall_{name}"] = round(float(np.median(t.recall)), 4)
         out[f"mean_recall_{name}"] = round(float(np.mean(t.recall)), 4)
         out[f"fallback_rate_{name}"] = round(float(t.fallback.mean()), 4)
@@ -326,8 +341,8 @@ def build_simmc_pool(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return scored
 
 
-def load_or_build(name: str, out: Path, builder: Any, args: argparse.Namespace) -> dict[str, Any]:
-    cache = out / f"pool_{name}.npz"
+def load_or_build(name: str, cache_dir: Path, builder: Any, args: argparse.Namespace) -> dict[str, Any]:
+    cache = cache_dir / f"pool_{name}.npz"
     if cache.exists() and not args.rescore:
         with np.load(cache) as z:
             return {k: z[k] for k in z.files}
@@ -437,7 +452,7 @@ def print_table(reports: dict[str, dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="writes OUT/guarantee.json, OUT/guarantee.png, OUT/pool_*.npz")
+    ap.add_argument("--out", required=True, help="writes OUT/guarantee.json, OUT/guarantee.png, OUT/pool_simulated.npz")
     ap.add_argument("--work", default="runs/guarantee", help="trained models and data files")
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--target", type=float, default=0.8)
@@ -474,8 +489,9 @@ def main(argv: list[str] | None = None) -> int:
             name = "simulated_" + label[2:]
             reports[name], results[name] = pool_report(pool, args, "simulated", label=label)
     if "simmc" in wanted:
-        if SIMMC_DIR.exists() or (out / "pool_simmc.npz").exists():
-            pool = load_or_build("simmc", out, build_simmc_pool, args)
+        # SIMMC labels are CC-BY-NC-SA data that must not enter the repository: its cache stays in --work (runs/).
+        if SIMMC_DIR.exists() or (Path(args.work) / "pool_simmc.npz").exists():
+            pool = load_or_build("simmc", Path(args.work), build_simmc_pool, args)
             reports["simmc_fashion"], results["simmc_fashion"] = pool_report(pool, args, "simmc")
         else:
             print(f"SIMMC pool skipped: {SIMMC_DIR} is absent", file=sys.stderr)

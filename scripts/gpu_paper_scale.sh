@@ -84,7 +84,8 @@ run() {
   export PYTHONPATH=$ROOT/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 IRP_CACHE_DIR=$W/features
   export IRP_BACKBONE_DIR=$W/bundle/backbones TOKENIZERS_PARALLELISM=false
   irp() { $PY -m irp.cli "$@"; }
-  { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1; nproc
+  { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
+    nproc
     $PY -c "import sys, torch, transformers, onnxruntime; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'onnxruntime', onnxruntime.__version__)"
     echo "N=$N V=$V TRAIN_N=$TRAIN_N SEEDS=$SEEDS EPOCHS=$EPOCHS BATCH=$BATCH JOBS=$JOBS BUDGET_S=$BUDGET_S MINI=$MINI"
   } | tee "$OUT/env.txt"
@@ -202,12 +203,19 @@ land() {
 # ---- here: the miniature ------------------------------------------------------------------------------------
 mini() {
   [ "$MINI" = 1 ] || { echo "run as: MINI=1 bash scripts/gpu_paper_scale.sh mini"; exit 2; }
-  rm -rf "$W" /tmp/irp-stage; OUT=${OUT_MINI:-/tmp/irp-paper-mini-out}; rm -rf "$OUT"
-  MPNET=${MPNET:-1} pack || exit 1
-  mkdir -p /tmp/irp-stage
-  for p in "$STAGE_DIR"/part.*; do cp "$p" /tmp/irp-stage/; done  # what the 'stage' calls do, one part each
-  cp "$STAGE_DIR/MANIFEST" /tmp/irp-stage/
+  OUT=${OUT_MINI:-/tmp/irp-paper-mini-out}
+  if [ "${RESUME:-0}" != 1 ]; then  # RESUME=1: keep $W (finished steps and cached runs), as a warm device does
+    rm -rf "$W" /tmp/irp-stage "$OUT"
+    MPNET=${MPNET:-1} pack || exit 1
+    mkdir -p /tmp/irp-stage
+    for p in "$STAGE_DIR"/part.*; do cp "$p" /tmp/irp-stage/; done  # what the 'stage' calls do, one part each
+    cp "$STAGE_DIR/MANIFEST" /tmp/irp-stage/
+  fi
+  mkdir -p "$OUT"
   run
+  if ! tar -tzf "$OUT/ablate.tgz" 2>/dev/null | grep -q "ablate/backbones.json"; then
+    echo "== the second call (resumes the ablation)"; run
+  fi
   ls -la "$OUT"; n=$(ls "$OUT" | wc -l); [ "$n" -le 8 ] || { echo "more than 8 files in OUT ($n)"; exit 1; }
   for f in env.txt train_throughput.json eval_900k_test.json model_900k_config.json ablate.tgz benchmarks_gpu.md; do
     [ -s "$OUT/$f" ] || { echo "missing $OUT/$f"; exit 1; }

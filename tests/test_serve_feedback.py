@@ -188,6 +188,8 @@ def test_the_alert_rules_name_metrics_the_server_exports(engine: Engine, tmp_pat
     assert any("irp_live_precision_upper" in e and "irp_promised_precision" in e for e in exprs)
     client, log = served(engine, tmp_path)
     client.post("/v1/feedback", json={"id": "x", "event": "offer_declined"})  # a live precision to expose
+    client.post("/v1/predict", json={"utterance": "red dress"})
+    client.post("/v1/predict", json={"utterance": ""})  # an error response: irp_http_errors_total exists
     names = {name for name, _ in metric_samples(client)}
     log.close()
     assert engine.promised_precision is not None and "irp_promised_precision" in names

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -409,8 +410,6 @@ def _measure_costs(
         meta = cache.meta(key) or {}
         meta["cost"] = cost
         cache.save_meta(key, meta)
-        import shutil
-
         shutil.rmtree(model_dir, ignore_errors=True)
         scheme = (f"int8 {cost['int8_scheme']}" if cost.get("int8_scheme")
                   else f"fp32 (int8 {cost['int8_tried']} failed parity)")

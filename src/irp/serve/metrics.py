@@ -48,6 +48,8 @@ class Metrics:
         )
         self.predictions = Counter("irp_predictions", "Records scored, by decision at the operating point.",
                                    ["decision"], registry=r)
+        for decision in ("image_seeking", "not_image_seeking"):
+            self.predictions.labels(decision=decision)  # both series exist from the start (rates need them)
         self.positive_share = Gauge("irp_positive_decision_share",
                                     "Share of scored records decided image-seeking since start.", registry=r)
         self.switches = Counter("irp_switch_suggestions", "Offers made: records answered with suggest_switch=true.",
