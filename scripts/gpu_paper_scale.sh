@@ -31,8 +31,8 @@ MINI=${MINI:-0}
 STAGE_DIR=${STAGE_DIR:-.gpu/stage}                # here: where pack writes the parts (git-ignored)
 PART_MB=${PART_MB:-60}
 W=${W:-/tmp/irp-paper}                            # on the device: survives between calls while the machine is warm
-PY=${PY:-python3}
-[ -x .venv/bin/python ] && [ "$MINI" = 1 ] && PY=.venv/bin/python
+PY=${PY:-python3}                                 # the device's python3 holds torch; here, the project's venv:
+if [ -x .venv/bin/python ] && { [ "$MINI" = 1 ] || [ "$MODE" = pack ] || [ "$MODE" = land ]; }; then PY=.venv/bin/python; fi
 
 if [ "$MINI" = 1 ]; then   # tiny sizes, CPU, the same steps
   W=${W_MINI:-/tmp/irp-paper-mini}; STAGE_DIR=${STAGE_DIR_MINI:-/tmp/irp-paper-mini-pack}
@@ -213,15 +213,18 @@ mini() {
   fi
   mkdir -p "$OUT"
   run
-  if ! tar -tzf "$OUT/ablate.tgz" 2>/dev/null | grep -q "ablate/backbones.json"; then
+  listing() { tar -tzf "$OUT/ablate.tgz" 2>/dev/null || true; }  # (grep -q on a pipe would SIGPIPE tar: pipefail)
+  if [[ "$(listing)" != *ablate/backbones.json* ]]; then
     echo "== the second call (resumes the ablation)"; run
   fi
   ls -la "$OUT"; n=$(ls "$OUT" | wc -l); [ "$n" -le 8 ] || { echo "more than 8 files in OUT ($n)"; exit 1; }
   for f in env.txt train_throughput.json eval_900k_test.json model_900k_config.json ablate.tgz benchmarks_gpu.md; do
     [ -s "$OUT/$f" ] || { echo "missing $OUT/$f"; exit 1; }
   done
-  tar -tzf "$OUT/ablate.tgz" | grep -q "ablate/backbones.json" || { echo "no backbone table"; exit 1; }
-  tar -tzf "$OUT/ablate.tgz" | grep -q "ablate/RESULTS.md" || { echo "no RESULTS.md"; exit 1; }
+  for f in backbones.json RESULTS.md table1.json transfer.json plots/backbones_quality_cost.png; do
+    [[ "$(listing)" == *ablate/$f* ]] || { echo "ablate.tgz lacks ablate/$f"; exit 1; }
+  done
+  grep -q '"ratio_irp_hf_default"' "$OUT/train_throughput.json" || { echo "no throughput ratios"; exit 1; }
   echo "MINI OK"
 }
 

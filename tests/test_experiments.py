@@ -280,9 +280,9 @@ def test_quick_ablation_writes_every_table_and_resumes(sim_log: dict[str, Path],
     else:
         assert "SIMMC" in tables["transfer"]["notes"][0]
     backbones = tables["backbones"]  # --quick: tiny stand-ins of the three architectures, MPNet's included
-    assert [r["name"] for r in backbones["rows"]][:3] == [f"{b} (tiny stand-in)" for b in ("minilm-l3", "minilm-l6", "mpnet-base")]
-    assert len(backbones["rows"]) == (6 if (SHARED_DATA / "simmc1_fashion").is_dir() else 3)
-    for row in backbones["rows"][:3]:
+    assert [r["name"] for r in backbones["rows"]][:2] == [f"{b} (tiny stand-in)" for b in ("minilm-l6", "mpnet-base")]
+    assert len(backbones["rows"]) == (4 if (SHARED_DATA / "simmc1_fashion").is_dir() else 2)
+    for row in backbones["rows"][:2]:
         cost = row["cost"]
         assert cost["cpu_p50_ms"] > 0 and cost["runtime"] in ("onnx-int8", "onnx-fp32") and cost["train_examples_per_s"] > 0
         assert row["interval"]["ap"]["lo"] <= row["metrics"]["ap"]["mean"] <= row["interval"]["ap"]["hi"]

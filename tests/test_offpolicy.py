@@ -15,8 +15,8 @@ import pytest
 from conftest import make_records
 from irp.data.io import write_records
 from irp.logs.policy_eval import PolicyEvalError, evaluate_candidate
-from irp.offpolicy import (bootstrap_interval, effective_sample_size, ips, ips_weights, policy_estimates, snips,
-                           unsupported)
+from irp.offpolicy import (bootstrap_interval, bootstrap_means, effective_sample_size, ips, ips_weights,
+                           policy_estimates, prediction_interval, snips, unsupported)
 
 IRP = [sys.executable, "-m", "irp.cli"]
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
@@ -105,11 +105,95 @@ def test_bootstrap_interval_of_a_mean() -> None:
     assert lo < 0.5 < hi and hi - lo == pytest.approx(2 * 1.96 * np.sqrt(1 / 12 / 5000), rel=0.25)
 
 
+def _clustered_sample(rng: np.random.Generator, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Values with a strong cluster effect (population mean 0): cluster g of 1..9 records, each
+    value = u_g + e_i with u_g ~ N(0, 1), e_i ~ N(0, 0.5^2)."""
+    sizes = rng.integers(1, 10, n_clusters)
+    codes = np.repeat(np.arange(n_clusters), sizes)
+    values = rng.normal(0.0, 1.0, n_clusters)[codes] + rng.normal(0.0, 0.5, len(codes))
+    return values, codes
+
+
+def test_cluster_bootstrap_is_wider_and_covers_at_the_nominal_rate() -> None:
+    """On clustered data the record bootstrap's 95 % interval of a mean is far too narrow (it treats ~5
+    correlated records as 5 independent ones); resampling clusters gives wider intervals that cover the
+    truth (0) at about the nominal rate."""
+    reps, n_boot = 200, 200
+    width = {"record": [], "cluster": []}
+    hits = {"record": 0, "cluster": 0}
+    for rep in range(reps):
+        values, codes = _clustered_sample(np.random.default_rng(500 + rep), 60)
+        for unit, clusters in (("record", None), ("cluster", codes)):
+            m = bootstrap_means(values[:, None], n_boot, seed=rep, clusters=clusters)[:, 0]
+            lo, hi = np.quantile(m, [0.025, 0.975])
+            width[unit].append(hi - lo)
+            hits[unit] += lo <= 0.0 <= hi
+    assert np.mean(width["cluster"]) > 1.6 * np.mean(width["record"])
+    assert 0.88 <= hits["cluster"] / reps <= 0.99, hits  # nominal 0.95 (binomial sd 0.015; small-G bootstrap ~0.93)
+    assert hits["record"] / reps < 0.8, hits
+
+
+def _clustered_log(rng: np.random.Generator, n_sessions: int, explore: float = 0.2):
+    """Like `_simulated_log` in sessions of 1..8 records: the candidate's score s is per record, the tap
+    probability clip(s + u_g) shares a session effect u_g ~ N(0, 0.25^2) (a user's own propensity)."""
+    sizes = rng.integers(1, 9, n_sessions)
+    codes = np.repeat(np.arange(n_sessions), sizes)
+    n = len(codes)
+    s = rng.beta(2, 3, n)
+    y = (rng.random(n) < np.clip(s + rng.normal(0, 0.25, n_sessions)[codes], 0, 1)).astype(float)
+    would_accept = (rng.random(n) < 0.1 + 0.6 * y).astype(float)
+    above = np.clip(s + rng.normal(0, 0.15, n), 0, 1) >= 0.6
+    mu = (1 - explore) * above + explore * 0.5
+    a = rng.random(n) < mu
+    return s >= 0.45, a, mu, y, np.where(a, would_accept, np.nan), codes
+
+
+def test_session_clustered_policy_estimates_cover_the_population_truth() -> None:
+    rng = np.random.default_rng(9)
+    s = rng.beta(2, 3, 400_000)
+    tap = np.clip(s + rng.normal(0, 0.25, len(s)), 0, 1)  # the marginal tap probability of a record
+    b = s >= 0.45
+    truth = {"precision": float(tap[b].mean()), "accepts_per_1000": 1000 * float((b * (0.1 + 0.6 * tap)).mean())}
+    reps = 40
+    hits = {"precision": 0, "accepts_per_1000": 0}
+    deff = []
+    for rep in range(reps):
+        b, a, mu, y, accepted, codes = _clustered_log(np.random.default_rng(700 + rep), 400)
+        est = policy_estimates(b, a, mu, y, accepted, n_boot=150, seed=rep, clusters=codes, cluster_name="session_id")
+        assert est["resampled"] == "session_id" and est["n_resampled_units"] == 400
+        for metric in hits:
+            lo, hi = est[metric]["snips_ci"]
+            hits[metric] += lo <= truth[metric] <= hi
+        deff.append(est["design_effect"]["logging.precision"])
+    assert np.median(deff) > 1.1  # taps correlate within sessions: resampling records understates the variance
+    for metric, h in hits.items():
+        assert 0.85 <= h / reps <= 1.0, (metric, h)  # nominal 0.95 (binomial sd 0.035 over 40 logs)
+    flat = policy_estimates(b, a, mu, y, accepted, n_boot=50)
+    assert flat["resampled"] == "record" and "design_effect" not in flat
+
+
+def test_prediction_interval_adds_the_live_noise() -> None:
+    lo, hi = prediction_interval(0.7, 0.02, 2000)
+    live = 1.959964 * np.sqrt(0.7 * 0.3 / 2000)
+    assert hi - 0.7 == pytest.approx(np.hypot(1.959964 * 0.02, live), rel=1e-6) and 0.7 - lo == pytest.approx(hi - 0.7)
+    assert prediction_interval(0.7, 0.02, 2000, design_effect=2.0)[1] > hi
+    # coverage: estimate ~ N(p, se^2), live ~ Binomial(n, p) / n, independent -> about 95 % of live values inside
+    rng = np.random.default_rng(0)
+    p, se, n = 0.7, 0.015, 1900
+    inside = 0
+    for _ in range(2000):
+        estimate = rng.normal(p, se)
+        lo, hi = prediction_interval(estimate, se, n)
+        inside += lo <= rng.binomial(n, p) / n <= hi
+    assert 0.93 <= inside / 2000 <= 0.97
+
+
 def _joined(n: int, explore: float, seed: int = 0) -> list[dict]:
     """Records shaped like `irp logs join` output; the logging policy offered where its (random) score passed."""
     rng = np.random.default_rng(seed)
     records = make_records(n, seed=seed)
-    for r in records:
+    for i, r in enumerate(records):
+        r["session_id"] = f"js{i // 3}"  # sessions of three requests
         above = bool(rng.random() < 0.3)
         mu = (1 - explore) * above + explore * 0.5
         offered = bool(rng.random() < mu)
@@ -126,6 +210,13 @@ def test_unsupported_candidate_is_refused() -> None:
         evaluate_candidate(records, probs, 0.5)
     ok = evaluate_candidate(_joined(200, explore=0.3), probs, 0.5, n_boot=50)
     assert ok["support"]["unsupported"] == 0 and ok["candidate_offers"] == 100
+    assert ok["resampled"] == "session_id" and ok["n_resampled_units"] == 67 and "design_effect" in ok
+    partial = _joined(200, explore=0.3)
+    del partial[5]["session_id"]  # one record without a session: fall back to records, and say so
+    flat = evaluate_candidate(partial, probs, 0.5, n_boot=50)
+    assert flat["resampled"] == "record" and "session_id" in flat["resampled_note"]
+    by_record = evaluate_candidate(_joined(200, explore=0.3), probs, 0.5, n_boot=50, resample="record")
+    assert by_record["resampled"] == "record"
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +240,8 @@ def test_policy_eval_cli(candidate: Path, tmp_path: Path) -> None:
     for metric in ("offer_rate", "precision", "accepts_per_1000"):
         assert {"ips", "ips_ci", "snips", "snips_ci"} <= set(report[metric]) and metric in report["logging"]
     assert report["n"] == 300 and "ess" in report and report["support"]["unsupported"] == 0
+    assert report["resampled"] == "session_id" and report["n_resampled_units"] == 100
+    assert "resampling sessions" in proc.stdout
 
     write_records(tmp_path / "greedy.jsonl", _joined(300, explore=0.0))
     proc = subprocess.run(IRP + ["policy-eval", "--logs", str(tmp_path / "greedy.jsonl"), "--model", str(candidate),

@@ -875,6 +875,10 @@ def policy_eval(
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the intervals."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     runtime: str = typer.Option("torch", "--runtime", help="torch or onnx."),
+    resample: str = typer.Option(
+        "session", "--resample",
+        help="Bootstrap unit: session (whole sessions, when the log has session_id; records otherwise) or record.",
+    ),
 ) -> None:
     """Off-policy estimate (IPS and SNIPS) of what a candidate model would have done on logged traffic.
 
@@ -890,12 +894,14 @@ def policy_eval(
         fail(f"--threshold must be in [0, 1], got {threshold}")
     if n_boot < 10:
         fail("--n-boot must be at least 10")
+    if resample not in ("session", "record"):
+        fail(f"--resample must be session or record, got {resample!r}")
     records = _load_or_fail(logs, "logs")
     clf = _load_classifier(model, runtime)
     thr = clf.threshold_ if threshold is None else threshold
     probs = clf.predict_proba(records)
     try:
-        report = evaluate_candidate(records, probs, thr, n_boot=n_boot, seed=seed)
+        report = evaluate_candidate(records, probs, thr, n_boot=n_boot, seed=seed, resample=resample)
     except PolicyEvalError as e:
         fail(escape(str(e)), 1)
     except ValueError as e:
@@ -917,8 +923,12 @@ def policy_eval(
     console.print(
         f"candidate offers {report['candidate_offers']:,} (exact offer rate {report['offer_rate']['exact']:.2%}); "
         f"{report['matched_offers']:,} of them were offered in the log; ESS {report['ess']:,.0f} "
-        f"(offers {report['ess_offers']:,.0f}); 95 % bootstrap intervals"
+        f"(offers {report['ess_offers']:,.0f}); 95 % bootstrap intervals resampling "
+        f"{'sessions' if report['resampled'] == 'session_id' else 'records'} "
+        f"({report['n_resampled_units']:,} units)"
     )
+    if report.get("resampled_note"):
+        console.print(f"note: {escape(report['resampled_note'])}")
     console.print(f"assumption: {report['assumption']}")
     if json_out is not None:
         _write_json(json_out, report)

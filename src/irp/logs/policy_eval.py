@@ -50,12 +50,28 @@ def logged_arrays(records: list[dict[str, Any]]) -> LoggedArrays:
     return LoggedArrays(offered, propensity, np.array([bool(r["eligible"]) for r in records]), tap, accepted)
 
 
+def session_clusters(records: list[dict[str, Any]]) -> list[str] | None:
+    """The records' `session_id`s when every record has one (the bootstrap's resampling unit), else None.
+
+    >>> session_clusters([{"session_id": "s1"}, {"session_id": "s2"}]), session_clusters([{"session_id": "s1"}, {}])
+    (['s1', 's2'], None)
+    """
+    keys = [r.get("session_id") for r in records]
+    return None if any(k is None or k == "" for k in keys) else [str(k) for k in keys]
+
+
 def evaluate_candidate(records: list[dict[str, Any]], probabilities: np.ndarray, threshold: float,
-                       n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+                       n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                       resample: str = "session") -> dict[str, Any]:
     """The off-policy report of a candidate scoring `probabilities` (n,) with `threshold` on `records`.
 
-    Raises PolicyEvalError when some candidate decision lacks support in the log.
+    `resample`: "session" (default) bootstraps whole sessions when every record has a `session_id` (records
+    of a session share a user and are correlated), falling back to records otherwise; "record" always
+    resamples records. The report's `resampled` names the unit used. Raises PolicyEvalError when some
+    candidate decision lacks support in the log.
     """
+    if resample not in ("session", "record"):
+        raise ValueError(f"resample must be 'session' or 'record', got {resample!r}")
     logs = logged_arrays(records)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     candidate = logs.eligible & (probabilities >= threshold)
@@ -76,8 +92,11 @@ def evaluate_candidate(records: list[dict[str, Any]], probabilities: np.ndarray,
             f"{support['unsupported_holds']:,} holds where it was 1. No reweighting can estimate those; "
             "log with exploration (`irp serve --explore-rate E`, E > 0) to evaluate a different policy"
         )
+    clusters = session_clusters(records) if resample == "session" else None
     report = policy_estimates(candidate, logs.offered, logs.propensity, logs.tap, logs.accepted,
-                              n_boot=n_boot, level=level, seed=seed)
+                              n_boot=n_boot, level=level, seed=seed, clusters=clusters, cluster_name="session_id")
+    if resample == "session" and clusters is None:
+        report["resampled_note"] = "some records lack a session_id: resampled records (intervals may be too narrow)"
     report["threshold"] = float(threshold)
     report["support"] = support
     report["eligible_share"] = float(logs.eligible.mean())
