@@ -15,8 +15,8 @@ METRIC_NAMES = {"precision": "precision", "recall": "recall", "f05": "F0.5", "ap
 DIFF_METRICS = ("precision", "recall", "ap")  # the Δ columns shown in Markdown (CSV/JSON have all four)
 RULES = {
     "f05": "the threshold that maximises F0.5 on the validation set",
-    "target": "the highest-recall threshold reaching precision {target:g} on the validation set "
-    "(F0.5-maximising where none reaches it)",
+    "target": "the most-recall threshold whose precision >= {target:g} is certified at 90 % confidence on the "
+    "validation set (irp.threshold, Clopper-Pearson fixed-sequence rule; F0.5-maximising where none is certified)",
 }
 
 

@@ -33,7 +33,7 @@ from irp.fileio import atomic_path, write_json_atomic
 
 BASELINE_KINDS = ("majority", "keyword", "tfidf-lr")
 # Settings that do not change the scores a run produces (the ablation chooses its own thresholds).
-_NOT_LEARNED = ("device", "num_workers", "checkpoint_every", "target_precision")
+_NOT_LEARNED = ("device", "num_workers", "checkpoint_every", "target_precision", "confidence", "calibration")
 _DEFAULTS = IRPConfig()
 
 
