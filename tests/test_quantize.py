@@ -78,7 +78,9 @@ def test_vector_wise_beats_per_tensor_on_massive_activations(tmp_path: Path) -> 
         scale = np.sqrt(np.mean(ref[ordinary] ** 2))
         vw_error = np.abs(vw - ref)[ordinary].max() / scale
         pt_error = np.abs(pt - ref)[ordinary].max() / scale
-        assert vw_error < 0.08, vw_error  # measured 0.047 and 0.036 (max error over rms) for y and z
+        # max error over rms for y and z: 0.081 and 0.062 with 7-bit weights (AVX2, no VNNI); 8-bit weights gave
+        # 0.047 and 0.036 on a VNNI machine but 0.69 and 0.97 here (int16 saturation, irp.quantize.WEIGHT_QMAX)
+        assert vw_error < 0.1, vw_error
         assert vw_error * 4 < pt_error, (vw_error, pt_error)  # per-tensor: 0.88 and 0.75
 
 
