@@ -338,17 +338,26 @@ def _point_rule(op: OperatingPoints, target: float) -> tuple[int, Rule, str, flo
     return i, "max_f05_fallback", message, math.nan
 
 
+def _certified_fallback(op: OperatingPoints, confidence: float) -> tuple[int, float, str]:
+    """The F0.5-best candidate, its precision lower bound, and the message's 'fell back to ...' clause."""
+    i = _f05_best(op)
+    bound = float(precision_lower_bounds([op.tp[i]], [op.predicted[i]], confidence)[0])
+    clause = (
+        f"fell back to the F0.5-maximising threshold {op.thresholds[i]:.6g} (precision {op.precision[i]:.3f}, "
+        f"recall {op.recall[i]:.3f}, lower bound {bound:.3f})"
+    )
+    return i, bound, clause
+
+
 def _certified_rule(
     op: OperatingPoints, target: float, confidence: float, min_predicted: int | None
 ) -> tuple[int, Rule, str, float]:
     n = int(op.predicted[-1])
     if target >= 1.0:  # every Clopper-Pearson bound is < 1: nothing is testable, fall back at once
-        i = _f05_best(op)
-        bound = float(precision_lower_bounds([op.tp[i]], [op.predicted[i]], confidence)[0])
+        i, bound, fallback = _certified_fallback(op, confidence)
         message = (
             f"TARGET PRECISION NOT CERTIFIED: precision 1 can never be certified from a finite validation sample "
-            f"(ask for a target below 1); fell back to the F0.5-maximising threshold {op.thresholds[i]:.6g} "
-            f"(precision {op.precision[i]:.3f}, recall {op.recall[i]:.3f}, lower bound {bound:.3f})"
+            f"(ask for a target below 1); {fallback}"
         )
         return i, "max_f05_fallback", message, bound
     start_count = default_min_predicted(n, target, confidence) if min_predicted is None else min_predicted
@@ -369,15 +378,13 @@ def _certified_rule(
     best = int(np.argmax(bounds))
     j = start + best
     hint = _data_hint(op, start, j, target, confidence, grows=min_predicted is None)
-    i = _f05_best(op)
-    fallback_bound = float(precision_lower_bounds([op.tp[i]], [op.predicted[i]], confidence)[0])
+    i, fallback_bound, fallback = _certified_fallback(op, confidence)
     message = (
         f"TARGET PRECISION NOT CERTIFIED: no threshold certifies precision >= {target:g} at "
         f"{confidence * 100:g} % confidence (the scan starts at {int(op.predicted[start])} predicted positives, "
         f"validation precision {op.precision[start]:.3f}, lower bound {bounds[0]:.3f}, and stops there; the best "
         f"bound reached is {bounds[best]:.3f} at threshold {op.thresholds[j]:.6g}, validation precision "
-        f"{op.precision[j]:.3f}); {hint}; fell back to the F0.5-maximising threshold {op.thresholds[i]:.6g} "
-        f"(precision {op.precision[i]:.3f}, recall {op.recall[i]:.3f}, lower bound {fallback_bound:.3f})"
+        f"{op.precision[j]:.3f}); {hint}; {fallback}"
     )
     return i, "max_f05_fallback", message, fallback_bound
 
