@@ -343,6 +343,20 @@ def torch_reference(model: Any, featurizer: Any, features: Any, singles: Sequenc
     )
 
 
+def _parity_reference(
+    model: Any, featurizer: Any, meta: dict[str, Any], data: str | Path | None, max_records: int
+) -> tuple[list[dict], str, Any, list[dict], Reference]:
+    """The parity records (from `data` or the artifact's validation file), their features, the single-record
+    checks and the torch reference they are compared with; the model is put in eval mode."""
+    model.eval()
+    records, source = parity_records(meta, data, max_records)
+    if len(records) < 3:
+        raise ExportError(f"parity needs at least 3 records, {source} has {len(records)}")
+    features = featurizer.featurize(records)
+    singles = records[:SINGLE_RECORD_CHECKS]
+    return records, source, features, singles, torch_reference(model, featurizer, features, singles)
+
+
 def recheck_parity(
     model_dir: str | Path, meta: dict[str, Any], data: str | Path | None = None, max_records: int = 2000
 ) -> dict[str, Any] | None:
@@ -358,13 +372,7 @@ def recheck_parity(
         return None
     info = json.loads(info_path.read_text())
     model, featurizer, _ = load_model(model_dir, device="cpu")
-    model.eval()
-    records, source = parity_records(meta, data, max_records)
-    if len(records) < 3:
-        raise ExportError(f"parity needs at least 3 records, {source} has {len(records)}")
-    features = featurizer.featurize(records)
-    singles = records[:SINGLE_RECORD_CHECKS]
-    reference = torch_reference(model, featurizer, features, singles)
+    records, source, features, singles, reference = _parity_reference(model, featurizer, meta, data, max_records)
     parity = {
         ("fp32" if runtime == "onnx-fp32" else "int8"): check_parity(
             "fp32" if runtime == "onnx-fp32" else "int8", OnnxModel(path, threads=1), featurizer, features, singles,
@@ -405,16 +413,9 @@ def export_onnx(
     started = time.perf_counter()
     model_dir = Path(model_dir)
     model, featurizer, meta = load_model(model_dir, device="cpu")
-    model.eval()
-    records, source = parity_records(meta, data, max_records)
-    if len(records) < 3:
-        raise ExportError(f"parity needs at least 3 records, {source} has {len(records)}")
-    features = featurizer.featurize(records)
+    records, source, features, singles, reference = _parity_reference(model, featurizer, meta, data, max_records)
     with_slots = features.slots is not None
-
     say(f"torch reference on {len(records)} records ({source})")
-    singles = records[:SINGLE_RECORD_CHECKS]
-    reference = torch_reference(model, featurizer, features, singles)
 
     tmp = model_dir / f".onnx-tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
