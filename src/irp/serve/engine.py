@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from irp.calibration import calibrate_logits
 from irp.schema import validate_record
 
 if TYPE_CHECKING:  # torch and transformers load with the model, not with this module (the CLI checks first)
@@ -36,33 +37,6 @@ def load_classifier(model_dir: str | Path, runtime: str = "auto", threads: int =
         return IRPClassifier.load(model_dir, runtime="torch")
     model, featurizer, meta = load_onnx(model_dir, runtime, threads=threads)
     return IRPClassifier(model, featurizer, meta)  # type: ignore[arg-type]  # OnnxModel: same call convention
-
-
-def _sigmoid(meta: dict[str, Any], logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-
-
-def probability_function(meta: dict[str, Any]) -> Any:
-    """logits -> probabilities for this artifact: its calibration (irp.calibration) when the library has it,
-    else the plain sigmoid (what an uncalibrated artifact means anyway)."""
-    try:
-        from irp.calibration import calibrate_logits
-    except ImportError:
-        return _sigmoid
-    return calibrate_logits
-
-
-def promise_of(classifier: IRPClassifier) -> dict[str, Any]:
-    """What the artifact promises about its precision (IRPClassifier.promise when the library has it, else
-    the operating point's own keys). Keys: target_precision, confidence, lower_bound, value, rule, ..."""
-    if hasattr(type(classifier), "promise"):
-        try:
-            return dict(classifier.promise)
-        except (KeyError, TypeError, ValueError):
-            pass
-    point = classifier.meta_.get("threshold", {}) or {}
-    keys = ("target_precision", "confidence", "lower_bound", "value", "rule", "precision", "reached")
-    return {k: point.get(k) for k in keys if k in point}
 
 
 def promised_precision(promise: dict[str, Any], operating_point: dict[str, Any] | None = None) -> float | None:
@@ -104,7 +78,6 @@ class Engine:
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.renew_after, self.max_values, self.micro_batch = renew_after, max_values, micro_batch
         self.runtime: str = classifier.meta_.get("runtime", "torch")
-        self._probabilities = probability_function(classifier.meta_)
         self._featurizer: Featurizer = classifier.featurizer_
         self._featurized = 0
         self._lock = threading.Lock()
@@ -132,7 +105,7 @@ class Engine:
 
     @property
     def promise(self) -> dict[str, Any]:
-        return promise_of(self.classifier)
+        return self.classifier.promise
 
     @property
     def promised_precision(self) -> float | None:
@@ -158,7 +131,7 @@ class Engine:
         for index, batch in zip(chunks, batches):
             batch.pop("labels")
             logits = self._logits(batch).astype(np.float64)
-            probs[index] = np.asarray(self._probabilities(self.classifier.meta_, logits), dtype=np.float64)
+            probs[index] = calibrate_logits(self.classifier.meta_, logits)
         return probs
 
     def _logits(self, batch: dict[str, Any]) -> np.ndarray:
