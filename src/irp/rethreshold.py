@@ -120,7 +120,7 @@ def rethreshold(
     artifact, settings or data; nothing written) and irp.export.ExportError (ONNX parity fails with the new
     calibration; nothing written)."""
     from irp.artifact import load_model
-    from irp.export import recheck_parity, write_export_info
+    from irp.export import ExportError, Parity, recheck_parity, write_export_info
     from irp.train import prepare_features, resolve_device, score_logits
 
     model_dir = Path(model_dir)
@@ -165,13 +165,7 @@ def rethreshold(
     # Re-measure ONNX parity with the new calibration and threshold before writing anything.
     export_info = recheck_parity(model_dir, new_meta, data=valid)
     if export_info is not None and not export_info["passed"]:
-        from irp.export import ExportError
-
-        from irp.export import Parity
-
-        problems = "; ".join(
-            problem for p in export_info["parity"].values() for problem in Parity(**p).problems()
-        )
+        problems = "; ".join(problem for p in export_info["parity"].values() for problem in Parity(**p).problems())
         raise ExportError(f"ONNX parity fails with the new calibration, nothing rewritten: {problems}")
     if not dry_run:
         write_meta_files(model_dir, new_meta, metrics)
