@@ -61,10 +61,12 @@ def _simulated_log(rng: np.random.Generator, n: int, explore: float = 0.2):
     a = rng.random(n) < mu
     accepted = np.where(a, would_accept, np.nan)
     b = eligible & (s >= 0.45)
-    truth = {"offer_rate": b.mean(), "precision": y[b].mean(), "accepts_per_1000": 1000 * (b * would_accept).mean()}
+    truth = {"offer_rate": b.mean(), "precision": y[b].mean(), "accepts_per_1000": 1000 * (b * would_accept).mean(),
+             "live_precision": would_accept[b].mean()}
     # Population truth (the expectation the estimators target): E[b y] / E[b] etc. with the known s.
     population = {"offer_rate": b.mean(), "precision": (b * s).sum() / b.sum(),
-                  "accepts_per_1000": 1000 * (b * (0.1 + 0.6 * s)).mean()}
+                  "accepts_per_1000": 1000 * (b * (0.1 + 0.6 * s)).mean(),
+                  "live_precision": (b * (0.1 + 0.6 * s)).sum() / b.sum()}
     return b, a, mu, y, accepted, truth, population
 
 
@@ -73,19 +75,20 @@ def test_estimates_match_the_counterfactual_truth_on_one_large_log() -> None:
     b, a, mu, y, accepted, truth, _ = _simulated_log(rng, 40_000)
     est = policy_estimates(b, a, mu, y, accepted, n_boot=300, seed=1)
     assert est["offer_rate"]["exact"] == pytest.approx(truth["offer_rate"])
-    for metric in ("offer_rate", "precision", "accepts_per_1000"):
+    for metric in ("offer_rate", "precision", "accepts_per_1000", "live_precision"):
         for method in ("ips", "snips"):
             lo, hi = est[metric][f"{method}_ci"]
             assert lo <= est[metric][method] <= hi
             assert lo - 0.01 * abs(truth[metric]) <= truth[metric] <= hi + 0.01 * abs(truth[metric]), (metric, method)
     assert est["logging"]["offer_rate"]["value"] == pytest.approx(a.mean())
     assert est["logging"]["precision"]["value"] == pytest.approx(y[a].mean())
+    assert est["logging"]["live_precision"]["value"] == pytest.approx(np.nanmean(accepted[a]))
     assert 0 < est["ess_offers"] < est["ess"] <= len(b)
 
 
 def test_interval_coverage_on_repeated_simulated_logs() -> None:
     """95 % bootstrap intervals of SNIPS precision and IPS accepts cover the population truth in most of 60 logs."""
-    hits = {"precision.snips": 0, "accepts_per_1000.ips": 0, "accepts_per_1000.snips": 0}
+    hits = {"precision.snips": 0, "accepts_per_1000.ips": 0, "accepts_per_1000.snips": 0, "live_precision.snips": 0}
     reps = 60
     for rep in range(reps):
         rng = np.random.default_rng(100 + rep)
@@ -237,11 +240,11 @@ def test_policy_eval_cli(candidate: Path, tmp_path: Path) -> None:
                           capture_output=True, text=True, env=ENV)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "pe.json").read_text())
-    for metric in ("offer_rate", "precision", "accepts_per_1000"):
+    for metric in ("offer_rate", "precision", "accepts_per_1000", "live_precision"):
         assert {"ips", "ips_ci", "snips", "snips_ci"} <= set(report[metric]) and metric in report["logging"]
     assert report["n"] == 300 and "ess" in report and report["support"]["unsupported"] == 0
     assert report["resampled"] == "session_id" and report["n_resampled_units"] == 100
-    assert "resampling sessions" in proc.stdout
+    assert "resampling sessions" in proc.stdout and "live precision (accepted / offers)" in proc.stdout
 
     write_records(tmp_path / "greedy.jsonl", _joined(300, explore=0.0))
     proc = subprocess.run(IRP + ["policy-eval", "--logs", str(tmp_path / "greedy.jsonl"), "--model", str(candidate),

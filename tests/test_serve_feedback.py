@@ -132,7 +132,8 @@ def test_live_precision_of_offers_in_model_info_and_metrics(engine: Engine, monk
     ids = [r["id"] for r in client.post("/v1/predict/batch", json={"items": make_records(10, 3)}).json()["results"]]
     events = [{"id": i, "event": "offer_accepted" if k < 7 else "offer_declined"} for k, i in enumerate(ids)]
     events += [{"id": ids[0], "event": "offer_accepted"}, {"id": "stranger", "event": "offer_declined"},
-               {"id": ids[1], "event": "carousel_tap"}]
+               {"id": ids[1], "event": "carousel_tap"}, {"id": ids[1], "event": "carousel_tap"},
+               {"id": ids[2], "event": "no_tap"}, {"id": "stranger", "event": "carousel_tap"}]
     assert client.post("/v1/feedback", json={"items": events}).status_code == 200
     info = client.get("/v1/model").json()
     live = info["live_precision"]
@@ -142,13 +143,20 @@ def test_live_precision_of_offers_in_model_info_and_metrics(engine: Engine, monk
     assert info["live_precision_current_model"]["answers"] == 10
     assert info["live_precision_current_model"]["precision"] == pytest.approx(0.7)
     assert "promised_precision" in info and "promise" in info
+    # taps after this server's offers: ids[1] tapped (its retry counted once), ids[2] did not; the stranger's
+    # tap follows no offer of this server and is not counted
+    tap = info["live_tap_precision"]
+    assert (tap["answers"], tap["accepted"], tap["precision"]) == (2, 1, 0.5)
+    assert info["live_tap_precision_current_model"]["answers"] == 2
     samples = metric_samples(client)
     assert samples[("irp_live_precision", ())] == pytest.approx(7 / 11)
     assert samples[("irp_live_precision_upper", ())] == pytest.approx(wilson_interval(7, 11)[1])
     assert samples[("irp_live_precision_answers", ())] == 11
     assert samples[("irp_switch_suggestions_total", ())] == 10
     assert samples[("irp_feedback_events_total", (("event", "offer_accepted"),))] == 8
-    assert samples[("irp_feedback_events_total", (("event", "carousel_tap"),))] == 1
+    assert samples[("irp_feedback_events_total", (("event", "carousel_tap"),))] == 3
+    assert samples[("irp_live_tap_precision", ())] == 0.5 and samples[("irp_live_tap_precision_answers", ())] == 2
+    assert samples[("irp_live_tap_precision_lower", ())] == pytest.approx(wilson_interval(1, 2)[0])
     assert samples[("irp_feedback_unmatched_answers_total", ())] == 1
     if info["promised_precision"] is not None:
         assert samples[("irp_promised_precision", ())] == pytest.approx(info["promised_precision"])
@@ -178,16 +186,21 @@ def test_shutdown_closes_the_log(engine: Engine, tmp_path: Path) -> None:
         p.name.startswith(".") for p in tmp_path.iterdir())
 
 
-def test_the_alert_rules_name_metrics_the_server_exports(engine: Engine, tmp_path: Path) -> None:
+def test_the_alert_rules_name_metrics_the_server_exports(engine: Engine, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/prometheus_alerts.yml parses, and every irp_* series it queries is one that /metrics exposes."""
     import re
 
     yaml = pytest.importorskip("yaml")
     rules = yaml.safe_load((Path(__file__).resolve().parents[1] / "docs" / "prometheus_alerts.yml").read_text())
     exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
-    assert any("irp_live_precision_upper" in e and "irp_promised_precision" in e for e in exprs)
-    client, log = served(engine, tmp_path)
-    client.post("/v1/feedback", json={"id": "x", "event": "offer_declined"})  # a live precision to expose
+    for window in ("irp_live_precision", "irp_live_tap_precision"):  # one rule per label the promise can be on
+        assert any(f"{window}_upper" in e and "irp_promised_precision" in e for e in exprs), window
+    monkeypatch.setattr(engine.classifier, "threshold_", 0.0)  # every record offered
+    client, log = served(engine, tmp_path, cooldown_s=0)
+    assert client.post("/v1/predict", json={"id": "r1", "utterance": "red dress"}).json()["suggest_switch"]
+    client.post("/v1/feedback", json={"items": [{"id": "r1", "event": "offer_declined"},
+                                                {"id": "r1", "event": "carousel_tap"}]})  # both windows exposed
     client.post("/v1/predict", json={"utterance": "red dress"})
     client.post("/v1/predict", json={"utterance": ""})  # an error response: irp_http_errors_total exists
     names = {name for name, _ in metric_samples(client)}

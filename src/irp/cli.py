@@ -915,9 +915,12 @@ def policy_eval(
 
     table = Table("quantity", "candidate IPS", "candidate SNIPS", "logging policy (measured)",
                   title=f"policy-eval of {escape(str(model))} at threshold {thr:.4g} on {report['n']:,} logged requests")
-    for metric, scale in (("offer_rate", "%"), ("precision", "%"), ("accepts_per_1000", "")):
+    rows = (("offer_rate", "offer rate", "%"), ("precision", "precision of offers (tap)", "%"),
+            ("accepts_per_1000", "accepts per 1,000 requests", ""),
+            ("live_precision", "live precision (accepted / offers)", "%"))
+    for metric, name, scale in rows:
         est, logged = report[metric], report["logging"][metric]
-        table.add_row(metric, fmt(est["ips"], est["ips_ci"], scale), fmt(est["snips"], est["snips_ci"], scale),
+        table.add_row(name, fmt(est["ips"], est["ips_ci"], scale), fmt(est["snips"], est["snips_ci"], scale),
                       fmt(logged["value"], logged["ci"], scale))
     console.print(table)
     console.print(

@@ -15,6 +15,8 @@ Quantities (`policy_estimates`), with y = the proxy label (carousel tap), acc = 
 - offer rate          E[b]                 exact (b is known on every record), IPS mean(w b), SNIPS
 - precision of offers E[b y] / E[b]        IPS mean(w b y) / mean(b), SNIPS sum(w b y) / sum(w b)
 - accepts per 1,000   1000 E[b acc]        IPS 1000 mean(w b acc), SNIPS 1000 sum(w b acc) / sum(w)
+- live precision      E[b acc] / E[b]      IPS mean(w b acc) / mean(b), SNIPS sum(w b acc) / sum(w b)
+  (accepted / offers: what `irp serve` reports as the live precision of offers, docs/serving.md)
 
 Every function is pure numpy; intervals come from a nonparametric percentile bootstrap, over records or, when
 the records come in clusters (sessions: a user's turns share a propensity, so they are not independent), over
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 
 ArrayLike = np.ndarray | list
+METRICS = ("offer_rate", "precision", "accepts_per_1000", "live_precision")  # the report's quantities
 
 
 def _bool(x: ArrayLike) -> np.ndarray:
@@ -197,14 +200,17 @@ def prediction_interval(estimate: float, se_estimate: float, n_live: float, desi
         se_live^2 = design_effect * scale^2 * q (1 - q) / n_live,   q = estimate / scale
 
     (binomial noise of n_live units, inflated by the design effect of clustered units), and the interval is
-    estimate +- z_{(1+level)/2} sqrt(se_estimate^2 + se_live^2). `scale` is 1 for a share (precision: n_live
-    = offers) and 1000 for a count per 1,000 requests (n_live = requests).
+    estimate +- z_{(1+level)/2} sqrt(se_estimate^2 + se_live^2), clipped to [0, scale] (a small sample can
+    stretch the normal approximation past what a proportion can be). `scale` is 1 for a share (precision:
+    n_live = offers) and 1000 for a count per 1,000 requests (n_live = requests).
 
     >>> lo, hi = prediction_interval(0.7, 0.0, 1900)  # no estimation error: the binomial spread alone
     >>> round(hi - 0.7, 4), round(1.959964 * (0.7 * 0.3 / 1900) ** 0.5, 4)
     (0.0206, 0.0206)
     >>> [round(v, 1) for v in prediction_interval(85.0, 4.0, 10_000, scale=1000.0)]
     [75.4, 94.6]
+    >>> prediction_interval(0.1, 0.2, 30)[0]
+    0.0
     """
     from statistics import NormalDist
 
@@ -213,7 +219,7 @@ def prediction_interval(estimate: float, se_estimate: float, n_live: float, desi
     q = min(max(estimate / scale, 0.0), 1.0)
     var_live = design_effect * scale * scale * q * (1.0 - q) / n_live
     half = NormalDist().inv_cdf(0.5 + level / 2.0) * float(np.sqrt(se_estimate ** 2 + var_live))
-    return float(estimate - half), float(estimate + half)
+    return float(max(estimate - half, 0.0)), float(min(estimate + half, scale))
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -224,8 +230,9 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def policy_estimates(candidate: ArrayLike, logged: ArrayLike, propensity: ArrayLike, label: ArrayLike,
                      accepted: ArrayLike, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
                      clusters: ArrayLike | None = None, cluster_name: str = "cluster") -> dict[str, Any]:
-    """Offer rate, precision of offers and accepts per 1,000 requests of a deterministic candidate (IPS and
-    SNIPS, with bootstrap intervals) and of the logging policy (measured), from one log.
+    """Offer rate, precision of offers (tap), accepts per 1,000 requests and live precision (accepted / offers)
+    of a deterministic candidate (IPS and SNIPS, with bootstrap intervals) and of the logging policy
+    (measured), from one log.
 
     `accepted` is read only where the log offered (use 0 or nan elsewhere). Raises ValueError when some
     candidate decision lacks support (see `unsupported`). With `clusters` (per-record keys, e.g. session
@@ -259,9 +266,12 @@ def policy_estimates(candidate: ArrayLike, logged: ArrayLike, propensity: ArrayL
             "precision.snips": _ratio(m[..., WBY], m[..., WB]),
             "accepts_per_1000.ips": 1000.0 * m[..., WBA],
             "accepts_per_1000.snips": 1000.0 * _ratio(m[..., WBA], m[..., W]),
+            "live_precision.ips": _ratio(m[..., WBA], m[..., B]),
+            "live_precision.snips": _ratio(m[..., WBA], m[..., WB]),
             "logging.offer_rate": m[..., A],
             "logging.precision": _ratio(m[..., AY], m[..., A]),
             "logging.accepts_per_1000": 1000.0 * m[..., AA],
+            "logging.live_precision": _ratio(m[..., AA], m[..., A]),
         }
 
     point = {k: float(v) for k, v in estimators(cols.mean(axis=0)).items()}
@@ -283,7 +293,7 @@ def policy_estimates(candidate: ArrayLike, logged: ArrayLike, propensity: ArrayL
                            "resampled": "record" if clusters is None else cluster_name,
                            "n_resampled_units": int(len(b)) if clusters is None else int(len(np.unique(
                                cluster_codes(clusters))))}
-    for metric in ("offer_rate", "precision", "accepts_per_1000"):
+    for metric in METRICS:
         out[metric] = {}
         for method in ("exact", "ips", "snips"):
             key = f"{metric}.{method}"
@@ -292,7 +302,7 @@ def policy_estimates(candidate: ArrayLike, logged: ArrayLike, propensity: ArrayL
                 out[metric][f"{method}_ci"] = ci(key)
                 out[metric][f"{method}_se"] = se(key)
     out["logging"] = {m: {"value": point[f"logging.{m}"], "ci": ci(f"logging.{m}"), "se": se(f"logging.{m}")}
-                      for m in ("offer_rate", "precision", "accepts_per_1000")}
+                      for m in METRICS}
     if clusters is not None:  # how much the clustering widens each interval (variance ratio)
         flat = estimators(bootstrap_means(cols, n_boot, seed))
         out["design_effect"] = {}

@@ -95,9 +95,10 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
     limits = settings.limits
     policy = SwitchPolicy(cooldown_s=settings.cooldown_s, explore_rate=settings.explore_rate, seed=settings.seed)
     policy_settings = policy.settings
-    live = LivePrecision(window_s=settings.live_window_s)
+    live = LivePrecision(window_s=settings.live_window_s)  # answers to offers: accepted / answers
+    live_tap = LivePrecision(window_s=settings.live_window_s)  # taps after offers: tapped / answers
     offers = OfferMemory(settings.offer_memory)
-    metrics = Metrics(engine, live, decision_log)
+    metrics = Metrics(engine, live, decision_log, live_tap)
     def swapped(old: Engine, new: Engine) -> None:
         app.state.engine = new
         metrics.model_swapped(new)
@@ -203,13 +204,16 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         for item in items:
             event = item["event"]
             metrics.feedback.labels(event=event).inc()
-            if event in ("offer_accepted", "offer_declined"):
-                version = offers.answer(item["id"])
-                if version == "repeat":  # a retried answer: logged (the join de-duplicates), counted once here
-                    continue
+            kind = "offer" if event in ("offer_accepted", "offer_declined") else "tap"
+            version = offers.answer(item["id"], kind)
+            if version == "repeat":  # a retried answer: logged (the join de-duplicates), counted once here
+                continue
+            if kind == "offer":
                 if version is None:
                     metrics.unmatched.inc()
                 live.add(event == "offer_accepted", version)
+            elif version is not None:  # a tap or no tap after one of this server's offers
+                live_tap.add(event == "carousel_tap", version)
         return JSONResponse({"accepted": len(items), "logged": logged, "model_version": slot.engine.version})
 
     @app.post("/v1/admin/reload", dependencies=[Depends(require_admin)],
@@ -246,7 +250,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         meta = served.classifier.meta_
         cfg = meta["config"]
         promise = served.promise
-        live_now = live.snapshot()
+        live_now, live_tap_now = live.snapshot(), live_tap.snapshot()
         return {
             "model_version": served.version,
             "model_dir": str(served.model_dir) if served.model_dir else None,
@@ -257,6 +261,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
             "promised_precision": served.promised_precision,
             "live_precision": live_now,
             "live_precision_current_model": live_now["by_model_version"].get(served.version),
+            "live_tap_precision": live_tap_now,
+            "live_tap_precision_current_model": live_tap_now["by_model_version"].get(served.version),
             "backbone": cfg["backbone"],
             "summarizer": cfg["summarizer"],
             "fields": cfg["fields"],

@@ -2,14 +2,17 @@
 
 An event names the id that /v1/predict answered and one of offer_accepted, offer_declined, carousel_tap,
 no_tap (irp.serve.checks.check_feedback validates it). The server writes it to the decision log (kind
-"feedback", joined later by `irp logs join`) and counts it; answers to offers also feed `LivePrecision`:
+"feedback", joined later by `irp logs join`) and counts it; events about its own recent offers also feed two
+`LivePrecision` windows (over the last `window_s` seconds, each with a Wilson 95 % interval):
 
-    live precision of offers = accepted / (accepted + declined)     over the last `window_s` seconds
+    live precision of offers      = accepted / (accepted + declined)         Prometheus irp_live_precision*
+    live tap precision of offers  = tapped / (tapped + not tapped), offers only  irp_live_tap_precision*
 
-with a Wilson 95 % interval, the number to hold against the artifact's promised precision (GET /v1/model,
-Prometheus `irp_live_precision*`, and the alert in docs/prometheus_alerts.yml). The server remembers which
-model version made each recent offer (`OfferMemory`), so the precision is also given per model version: after
-a reload, the window holds answers to both models for a while.
+The artifact's promised precision is about the label it was trained on: the tap precision for a model trained
+on `irp logs join --label tap` (the default), the acceptance for `--label accept`. GET /v1/model shows both next
+to the promise; docs/prometheus_alerts.yml compares the matching one. The server remembers which model version
+made each recent offer (`OfferMemory`), so both are also given per model version: after a reload, the window
+holds answers to both models for a while.
 """
 
 from __future__ import annotations
@@ -47,17 +50,18 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 class OfferMemory:
     """id -> model_version of the most recent `capacity` offers: attributes answers to the model that made
-    the offer, and tells a repeated answer (a client retry) from a first one.
+    the offer, and tells a repeated answer (a client retry) from a first one, per kind of answer ("offer":
+    accepted / declined, "tap": carousel tap / no tap).
 
     >>> memory = OfferMemory()
     >>> memory.remember([("a", "v1")])
-    >>> memory.answer("a"), memory.answer("a"), memory.answer("zz")
-    ('v1', 'repeat', None)
+    >>> memory.answer("a"), memory.answer("a"), memory.answer("a", "tap"), memory.answer("zz")
+    ('v1', 'repeat', 'v1', None)
     """
 
     def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity
-        self._offers: OrderedDict[str, list] = OrderedDict()  # id -> [model_version, answered]
+        self._offers: OrderedDict[str, tuple[str, set[str]]] = OrderedDict()  # id -> (version, kinds answered)
         self._lock = threading.Lock()
 
     def remember(self, ids_versions: list[tuple[str, str]]) -> None:
@@ -65,22 +69,24 @@ class OfferMemory:
             return
         with self._lock:
             for record_id, version in ids_versions:
-                self._offers[record_id] = [version, False]
+                self._offers[record_id] = (version, set())
                 self._offers.move_to_end(record_id)
             while len(self._offers) > self.capacity:
                 self._offers.popitem(last=False)
 
-    def answer(self, record_id: str) -> str | None:
-        """The model version of the offer being answered; "repeat" when it was answered before; None when
-        this server does not remember the offer (another replica made it, or it is older than `capacity`)."""
+    def answer(self, record_id: str, kind: str = "offer") -> str | None:
+        """The model version of the offer being answered; "repeat" when this kind of answer came before; None
+        when this server does not remember the offer (another replica made it, it is older than `capacity`, or
+        the answer is a tap on a record that was not offered)."""
         with self._lock:
             entry = self._offers.get(record_id)
             if entry is None:
                 return None
-            if entry[1]:
+            version, answered = entry
+            if kind in answered:
                 return "repeat"
-            entry[1] = True
-            return entry[0]
+            answered.add(kind)
+            return version
 
 
 class LivePrecision:

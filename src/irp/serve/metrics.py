@@ -5,7 +5,9 @@
     irp_offers_explored_total                                       offers decided by the exploration coin
     irp_feedback_events_total{event}, irp_feedback_unmatched_answers_total
     irp_live_precision, irp_live_precision_lower, irp_live_precision_upper, irp_live_precision_answers
-                                                                    sliding window, Wilson 95 % interval
+                                                                    accepted / answered offers (sliding window,
+                                                                    Wilson 95 % interval)
+    irp_live_tap_precision{,_lower,_upper,_answers}                 the same for taps after offers
     irp_promised_precision                                          what the served artifact promises
     irp_decision_log_written_total{kind}, irp_decision_log_dropped_total{kind}, irp_decision_log_queue_depth,
     irp_decision_log_files_total, irp_decision_log_write_errors_total
@@ -33,7 +35,7 @@ class Metrics:
     """The service's counters and gauges; the decision log and the live window are read at scrape time."""
 
     def __init__(self, engine: Engine, live: LivePrecision | None = None,
-                 decision_log: DecisionLog | None = None) -> None:
+                 decision_log: DecisionLog | None = None, live_tap: LivePrecision | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = r = CollectorRegistry()
@@ -71,7 +73,7 @@ class Metrics:
         self._engine = engine
         self._lock = threading.Lock()
         self._scored = self._positive = 0
-        r.register(_LiveCollector(self, live, decision_log))
+        r.register(_LiveCollector(self, live, decision_log, live_tap))
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         endpoint = path if path in ENDPOINTS else "other"  # bounded label values whatever clients request
@@ -108,10 +110,16 @@ class Metrics:
 
 
 class _LiveCollector:
-    """Values computed at scrape time: the live-precision window and the decision log's counters."""
+    """Values computed at scrape time: the live-precision windows and the decision log's counters."""
 
-    def __init__(self, metrics: Metrics, live: LivePrecision | None, decision_log: DecisionLog | None) -> None:
-        self.metrics, self.live, self.decision_log = metrics, live, decision_log
+    def __init__(self, metrics: Metrics, live: LivePrecision | None, decision_log: DecisionLog | None,
+                 live_tap: LivePrecision | None = None) -> None:
+        self.metrics, self.decision_log = metrics, decision_log
+        # (metric prefix, window, what one answer is)
+        self.windows = [(name, window, what) for name, window, what in (
+            ("irp_live_precision", live, "answers to offers (accepted / (accepted + declined))"),
+            ("irp_live_tap_precision", live_tap, "taps after offers (tapped / (tapped + not tapped))"))
+            if window is not None]
 
     def describe(self) -> list:
         return []  # collected only at scrape time; nothing to check at registration
@@ -123,19 +131,17 @@ class _LiveCollector:
         if promise is not None:
             yield GaugeMetricFamily("irp_promised_precision", "Precision the served artifact promises at its "
                                     "operating point (target when reached).", value=promise)
-        if self.live is not None:
-            snap = self.live.snapshot()
-            yield GaugeMetricFamily("irp_live_precision_answers", "Answers to offers (accepted + declined) in "
-                                    "the live-precision window.", value=snap["answers"])
+        for name, window, what in self.windows:
+            snap = window.snapshot()
+            yield GaugeMetricFamily(f"{name}_answers", f"Answers in the live window: {what}.", value=snap["answers"])
             if snap["answers"]:
-                yield GaugeMetricFamily("irp_live_precision", "Live precision of offers: accepted / (accepted + "
-                                        "declined) over the sliding window.", value=snap["precision"])
-            yield GaugeMetricFamily("irp_live_precision_lower", "Wilson 95 % lower bound of live precision "
-                                    "(0 with no answers).", value=snap["ci"][0])
-            yield GaugeMetricFamily("irp_live_precision_upper", "Wilson 95 % upper bound of live precision "
-                                    "(1 with no answers).", value=snap["ci"][1])
-            yield GaugeMetricFamily("irp_live_precision_window_seconds", "Length of the live-precision window.",
-                                    value=snap["window_s"])
+                yield GaugeMetricFamily(name, f"Live precision over the sliding window: {what}.",
+                                        value=snap["precision"])
+            yield GaugeMetricFamily(f"{name}_lower", "Wilson 95 % lower bound (0 with no answers).",
+                                    value=snap["ci"][0])
+            yield GaugeMetricFamily(f"{name}_upper", "Wilson 95 % upper bound (1 with no answers).",
+                                    value=snap["ci"][1])
+            yield GaugeMetricFamily(f"{name}_window_seconds", "Length of the live window.", value=snap["window_s"])
         log = self.decision_log
         if log is not None:
             written = CounterMetricFamily("irp_decision_log_written", "Events written to the decision log.",

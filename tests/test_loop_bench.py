@@ -1,0 +1,102 @@
+"""bench/loop.py and bench/loop_seeds.py: the comparison of the off-policy estimate with the truth (pure logic)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from irp.offpolicy import policy_estimates, prediction_interval
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[f"bench_{name}"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+loop, loop_seeds = _load("loop"), _load("loop_seeds")
+
+
+def _ope(rng: np.random.Generator, n: int = 4000) -> dict:
+    """A policy-eval report of a candidate on a simulated log (shape of `irp policy-eval --json`)."""
+    s = rng.beta(2, 3, n)
+    y = (rng.random(n) < s).astype(float)
+    acc = (rng.random(n) < 0.05 + 0.55 * y).astype(float)
+    mu = 0.8 * (s > 0.5) + 0.1
+    a = rng.random(n) < mu
+    report = policy_estimates(s > 0.45, a, mu, y, np.where(a, acc, np.nan), n_boot=100, seed=0,
+                              clusters=np.arange(n) // 3, cluster_name="session_id")
+    return report | {"threshold": 0.45}
+
+
+def test_measured_values_of_a_sample() -> None:
+    m = loop.measured(np.array([True, True, False, True]), np.array([1, 0, 1, 1]), np.array([1, 0, 0, 0]))
+    assert m == {"n": 4, "offers": 3, "offer_rate": 0.75, "precision": pytest.approx(2 / 3),
+                 "accepts_per_1000": 250.0, "live_precision": pytest.approx(1 / 3)}
+
+
+def test_compare_names_every_quantity_and_checks_the_intervals() -> None:
+    ope = _ope(np.random.default_rng(0))
+    inside = {q: ope[q]["snips"] for q in ("offer_rate", "precision", "accepts_per_1000", "live_precision")}
+    truth = {"live": inside, "population": inside, "exact_on_eval": inside}
+    out = loop.compare(ope, truth, 10_000)
+    for name in ("precision", "tap_precision", "accepts_per_1000"):
+        assert out[f"within_ci_{name}"] and out[f"population_within_ci_{name}"], name
+        lo, hi = out[f"ope_{name}_pi"]
+        assert lo < out[f"ope_{name}"] < hi and out[f"abs_error_{name}"] == 0.0
+    # "precision" is the live precision of offers (accepted / offers); "tap_precision" the tap label's
+    assert out["ope_precision"] == ope["live_precision"]["snips"]
+    assert out["ope_tap_precision"] == ope["precision"]["snips"] and out["within_ci"] is True
+    # the prediction interval of a share of offers uses B's expected live offers, with the logging design effect
+    pi = out["prediction_interval"]["precision"]
+    assert pi["n_live"] == pytest.approx(ope["offer_rate"]["exact"] * 10_000)
+    expected = prediction_interval(ope["live_precision"]["snips"], ope["live_precision"]["snips_se"], pi["n_live"],
+                                   pi["design_effect"])
+    assert out["ope_precision_pi"] == pytest.approx(list(expected))
+    far = {k: dict(v) for k, v in truth.items()}
+    far["live"]["live_precision"] = out["ope_precision_pi"][1] + 0.01
+    missed = loop.compare(ope, far, 10_000)
+    assert missed["within_ci"] is False and missed["within_ci_tap_precision"] is True
+
+
+def test_truth_of_a_first_version_loop_json() -> None:
+    old = {"true_offer_rate_B": 0.2, "true_precision_B": 0.74, "true_accepts_per_1000_B": 99.0,
+           "n_fresh_requests": 10_000, "population": {"offer_rate": 0.19, "precision": 0.73, "accepts_per_1000": 95.0,
+                                                      "n": 15_000},
+           "ope_offer_rate_exact": 0.18, "counterfactual_precision_B_on_eval": 0.71,
+           "counterfactual_accepts_per_1000_B_on_eval": 90.0, "n_ope_eval": 6000}
+    truth = loop.truth_of_v1(old)
+    assert truth["live"]["live_precision"] == pytest.approx(0.495)  # 99 accepts / 200 offers per 1,000
+    assert truth["exact_on_eval"]["live_precision"] == pytest.approx(0.5)
+    assert truth["population"]["precision"] == 0.73
+
+
+def test_loop_seeds_summary(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    runs = []
+    for seed in range(3):
+        ope = _ope(rng)
+        values = {q: ope[q]["snips"] for q in ("offer_rate", "precision", "accepts_per_1000", "live_precision")}
+        truth = {"live": dict(values), "population": dict(values), "exact_on_eval": dict(values)}
+        truth["live"]["live_precision"] += 0.01 * (seed - 1)  # errors -0.01, 0, +0.01: mean 0
+        result = {"seed": seed, "n_requests": 20_000, "truth": truth} | loop.compare(ope, truth, 10_000)
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "loop.json").write_text(json.dumps(result))
+        runs.append(tmp_path / f"s{seed}")
+    assert loop_seeds.main([*map(str, runs), "--out", str(tmp_path / "seeds.json")]) == 0
+    summary = json.loads((tmp_path / "seeds.json").read_text())["summary"]
+    assert summary["runs"] == 3 and summary["precision"]["live_in_pi"] == "3 of 3"
+    assert summary["precision"]["signed_error_live_minus_ope"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert summary["precision"]["error_live_sample"]["sd"] == pytest.approx(0.01)
+    assert summary["tap_precision"]["z_live"]["mean"] == 0.0
+    assert loop_seeds.main([str(tmp_path / "missing")]) == 2
