@@ -48,6 +48,9 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return max(0.0, center - half), min(1.0, center + half)
 
 
+_ANSWER_BITS = {"offer": 1, "tap": 2}  # the kinds of answer an offer gets, one bit each
+
+
 class OfferMemory:
     """id -> model_version of the most recent `capacity` offers: attributes answers to the model that made
     the offer, and tells a repeated answer (a client retry) from a first one, per kind of answer ("offer":
@@ -61,7 +64,7 @@ class OfferMemory:
 
     def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity
-        self._offers: OrderedDict[str, tuple[str, set[str]]] = OrderedDict()  # id -> (version, kinds answered)
+        self._offers: OrderedDict[str, list] = OrderedDict()  # id -> [model_version, bits of the kinds answered]
         self._lock = threading.Lock()
 
     def remember(self, ids_versions: list[tuple[str, str]]) -> None:
@@ -69,7 +72,7 @@ class OfferMemory:
             return
         with self._lock:
             for record_id, version in ids_versions:
-                self._offers[record_id] = (version, set())
+                self._offers[record_id] = [version, 0]
                 self._offers.move_to_end(record_id)
             while len(self._offers) > self.capacity:
                 self._offers.popitem(last=False)
@@ -82,11 +85,11 @@ class OfferMemory:
             entry = self._offers.get(record_id)
             if entry is None:
                 return None
-            version, answered = entry
-            if kind in answered:
+            bit = _ANSWER_BITS[kind]
+            if entry[1] & bit:
                 return "repeat"
-            answered.add(kind)
-            return version
+            entry[1] |= bit
+            return entry[0]
 
 
 class LivePrecision:
