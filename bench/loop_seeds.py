@@ -1,7 +1,8 @@
 """Is the off-policy estimate of `bench/loop.py` right on average, and do its intervals cover as often as they say?
 
     for s in 0 1 2 3; do .venv/bin/python bench/loop.py --out runs/loop/s$s --seed $s; done
-    .venv/bin/python bench/loop_seeds.py runs/loop/s* --out bench/results/loop_seeds.json
+    .venv/bin/python bench/loop_seeds.py runs/loop/s* --out bench/results/loop_seeds.json \
+        --plot bench/results/loop_seeds.png
 
 One loop run gives one estimate and one live measurement: a miss of its 95 % prediction interval is expected
 once in twenty runs and says nothing about bias. Each seed of `bench/loop.py` is an independent replication
@@ -88,10 +89,40 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """One panel per quantity: per run, the estimate with its prediction interval and the live value."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(QUANTITIES), 0.45 * len(rows) + 1.6))
+    FigureCanvasAgg(fig)
+    for i, (name, _, _) in enumerate(QUANTITIES):
+        ax = fig.add_subplot(1, len(QUANTITIES), i + 1)
+        for y, row in enumerate(rows):
+            x = row[name]
+            ax.plot(x["pi"], [y, y], color="tab:blue", lw=2, label="off-policy estimate, 95 % PI" if y == 0 else None)
+            ax.plot([x["ope"]], [y], "o", color="tab:blue")
+            ax.plot([x["live"]], [y], "x", color="tab:green" if x["live_in_pi"] else "tab:red", ms=9, mew=2,
+                    label="live (B served)" if y == 0 else None)
+            ax.plot([x["population"]], [y], "|", color="black", ms=12, label="population" if y == 0 else None)
+        ax.set_yticks(range(len(rows)), [f"seed {row.get('seed')}" for row in rows])
+        ax.set_title({"precision": "live precision (accepted / offers)", "tap_precision": "precision of offers (tap)",
+                      "accepts_per_1000": "accepts per 1,000 requests"}[name], fontsize=10)
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    fig.axes[0].legend(loc="lower left", bbox_to_anchor=(0, 1.08), ncol=3, fontsize=8, frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="bench/loop.py --out folders (or their loop.json)")
     parser.add_argument("--out", type=Path, help="write the rows and summary here (JSON)")
+    parser.add_argument("--plot", type=Path, help="write a PNG: per run, estimate and interval vs the live value")
     args = parser.parse_args(argv)
     rows = []
     for path in args.runs:
@@ -121,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
         os.replace(tmp, args.out)
         print(f"-> {args.out}")
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"-> {args.plot}")
     return 0
 
 

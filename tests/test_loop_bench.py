@@ -93,7 +93,9 @@ def test_loop_seeds_summary(tmp_path: Path) -> None:
         (tmp_path / f"s{seed}").mkdir()
         (tmp_path / f"s{seed}" / "loop.json").write_text(json.dumps(result))
         runs.append(tmp_path / f"s{seed}")
-    assert loop_seeds.main([*map(str, runs), "--out", str(tmp_path / "seeds.json")]) == 0
+    assert loop_seeds.main([*map(str, runs), "--out", str(tmp_path / "seeds.json"), "--plot",
+                            str(tmp_path / "seeds.png")]) == 0
+    assert (tmp_path / "seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((tmp_path / "seeds.json").read_text())["summary"]
     assert summary["runs"] == 3 and summary["precision"]["live_in_pi"] == "3 of 3"
     assert summary["precision"]["signed_error_live_minus_ope"]["mean"] == pytest.approx(0.0, abs=1e-12)
