@@ -404,20 +404,6 @@ def measured(offer: np.ndarray, tap: np.ndarray, accept: np.ndarray) -> dict[str
             "live_precision": float(accept[offer].mean())}
 
 
-def truth_of_v1(loop: dict[str, Any]) -> dict[str, Any]:
-    """The `truth` block of a loop.json written before it had one (live precision = accepts / offers)."""
-    def block(offer_rate: float, precision: float, accepts: float, n: int) -> dict[str, Any]:
-        return {"n": n, "offer_rate": offer_rate, "precision": precision, "accepts_per_1000": accepts,
-                "live_precision": accepts / 1000.0 / offer_rate}
-
-    pop = loop["population"]
-    return {"live": block(loop["true_offer_rate_B"], loop["true_precision_B"], loop["true_accepts_per_1000_B"],
-                          loop["n_fresh_requests"]),
-            "population": block(pop["offer_rate"], pop["precision"], pop["accepts_per_1000"], pop["n"]),
-            "exact_on_eval": block(loop["ope_offer_rate_exact"], loop["counterfactual_precision_B_on_eval"],
-                                   loop["counterfactual_accepts_per_1000_B_on_eval"], loop["n_ope_eval"])}
-
-
 def compare(ope: dict[str, Any], truth: dict[str, Any], n_live_requests: int) -> dict[str, Any]:
     """The off-policy estimates (SNIPS; IPS beside) against B's truth, per quantity of QUANTITIES.
 
@@ -485,17 +471,16 @@ def write_result(out: Path, result: dict[str, Any]) -> None:
         f"{result.get('swap_failed_requests')}; dropped {result.get('dropped_events')}; -> {out / 'loop.json'}")
 
 
-def reevaluate(out: Path, n_boot: int, seed: int) -> int:
+def reevaluate(out: Path, n_boot: int) -> int:
     """Redo the off-policy side of a finished run (policy-eval of its model B on its held-out log, and the
-    comparison) with the current code; everything measured (`MEASURED_KEYS`) is kept as it was. `seed` is
-    the run's own seed where its loop.json does not record it."""
+    comparison) with the current code; everything measured (`MEASURED_KEYS`) is kept as it was."""
     loop = json.loads((out / "loop.json").read_text())
-    seed = int(loop.get("seed", seed))
-    truth = loop.get("truth") or truth_of_v1(loop)
-    ope = run_policy_eval(out, out / "model_b", n_boot, seed)
-    result = {k: loop[k] for k in MEASURED_KEYS if k in loop} | {"seed": seed, "truth": truth}
-    result |= compare(ope, truth, loop["n_fresh_requests"]) | {"reevaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                            time.gmtime())}
+    if "truth" not in loop or "seed" not in loop:
+        raise SystemExit(f"{out / 'loop.json'} predates `truth` and `seed`: rerun that seed with this bench")
+    ope = run_policy_eval(out, out / "model_b", n_boot, loop["seed"])
+    result = {k: loop[k] for k in MEASURED_KEYS if k in loop}
+    result |= compare(ope, loop["truth"], loop["n_fresh_requests"]) | {
+        "reevaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_result(out, result)
     return 0
 
@@ -528,15 +513,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--n-population", type=int, default=15_000,
                         help="later simulated records of the same users, scored offline by B: its population truth")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="traffic, split and bootstrap seed (with --reevaluate: only for a loop.json that "
-                             "does not record its own)")
+    parser.add_argument("--seed", type=int, default=0, help="traffic, split and bootstrap seed")
     parser.add_argument("--kill-after", type=float, default=8.0, help="seconds of load before the SIGKILL")
     parser.add_argument("--reevaluate", action="store_true",
                         help="redo only the off-policy side of the finished run in --out with the current code")
     args = parser.parse_args(argv)
     if args.reevaluate:
-        return reevaluate(args.out.resolve(), args.n_boot, args.seed)
+        return reevaluate(args.out.resolve(), args.n_boot)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in LOG_DIRS:  # an earlier run's decision logs in DIR would be joined with this run's

@@ -69,18 +69,6 @@ def test_compare_names_every_quantity_and_checks_the_intervals() -> None:
     assert missed["within_ci"] is False and missed["within_ci_tap_precision"] is True
 
 
-def test_truth_of_a_first_version_loop_json() -> None:
-    old = {"true_offer_rate_B": 0.2, "true_precision_B": 0.74, "true_accepts_per_1000_B": 99.0,
-           "n_fresh_requests": 10_000, "population": {"offer_rate": 0.19, "precision": 0.73, "accepts_per_1000": 95.0,
-                                                      "n": 15_000},
-           "ope_offer_rate_exact": 0.18, "counterfactual_precision_B_on_eval": 0.71,
-           "counterfactual_accepts_per_1000_B_on_eval": 90.0, "n_ope_eval": 6000}
-    truth = loop.truth_of_v1(old)
-    assert truth["live"]["live_precision"] == pytest.approx(0.495)  # 99 accepts / 200 offers per 1,000
-    assert truth["exact_on_eval"]["live_precision"] == pytest.approx(0.5)
-    assert truth["population"]["precision"] == 0.73
-
-
 def test_loop_seeds_summary(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     runs = []
