@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= runs/demo
 
-.PHONY: setup backbones demo test test-slow test-gpu clean
+.PHONY: setup system-deps backbones demo test test-slow test-gpu clean
 
 setup: $(STAMP)
 
@@ -31,8 +31,20 @@ backbones: setup
 demo: setup
 	OUT=$(OUT) bash scripts/demo.sh
 
+# Real servers and a real browser for the tests (Debian packages; CI runs as root): Redis, HAProxy, Prometheus
+# with promtool, Chromium with chromium-driver. Installed only where a binary is missing.
+SYSTEM_BINARIES := redis-server haproxy prometheus promtool chromium chromedriver
+SYSTEM_PACKAGES := redis-server haproxy prometheus chromium chromium-driver
+
+system-deps:
+	@missing=""; for b in $(SYSTEM_BINARIES); do command -v $$b >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin" command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages (missing:$$missing)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES); \
+	fi
+
 # The default suite: fast unit tests plus the CI guards (2-process DDP on gloo, `irp ablate --table all --quick`).
-test: setup
+test: setup system-deps
 	$(BIN)/python -m pytest -q -m "not slow and not gpu" -p no:cacheprovider
 
 test-slow: setup

@@ -1,0 +1,151 @@
+"""The loop's offline side: logs join, policy-eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from irp.cli.common import (
+    app,
+    console,
+    err_console,
+    fail,
+    load_classifier,
+    load_or_fail,
+    write_json,
+)
+
+logs_app = typer.Typer(help="Read the decision log of `irp serve --log-dir`.", no_args_is_help=True)
+app.add_typer(logs_app, name="logs")
+
+
+@logs_app.command("join")
+def logs_join(
+    log_dir: Path = typer.Option(..., "--log-dir", help="Folder written by `irp serve --log-dir`."),
+    out: Path = typer.Option(..., "--out", help="Joined records (.jsonl, .jsonl.gz or .parquet)."),
+    label: str = typer.Option("tap", "--label", help="tap (carousel tap) or accept (offer accepted; offered only)."),
+    require_feedback: bool = typer.Option(
+        False, "--require-feedback", help="Drop decisions without feedback for the label (default: no event = 0)."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the join report here as JSON."),
+) -> None:
+    """Join logged decisions with their feedback by id into labelled interaction records.
+
+    The output passes `irp validate` and trains with `irp train`; it keeps the policy columns
+    (propensity, offered, accepted, eligible, explored, ...) that `irp policy-eval` reads.
+    Exit 1 when no record could be joined, 2 on unusable arguments.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from irp.data.io import DataFileError
+    from irp.logs import join_logs
+
+    if label not in ("tap", "accept"):
+        fail(f"--label must be tap or accept, got {label!r}")
+    try:
+        report, _ = join_logs(log_dir, out, label, require_feedback)  # type: ignore[arg-type]
+    except (DataFileError, OSError) as e:
+        fail(escape(str(e)))
+    scan = report.scan
+    table = Table("count", "value", title=f"logs join ({escape(str(log_dir))}, label {label})")
+    for name, value in (
+        ("decision / feedback files", f"{scan.decision_files:,} / {scan.feedback_files:,}"),
+        ("decisions / feedback lines", f"{report.decisions:,} / {report.feedback:,}"),
+        ("records written", f"{report.records:,}"),
+        ("positives", f"{report.positives:,}"),
+        ("offered / explored", f"{report.offered:,} / {report.explored:,}"),
+        ("with feedback / no-feedback rule", f"{report.with_feedback:,} / {report.without_feedback:,}"),
+        ("duplicate feedback", f"{report.duplicate_feedback:,}"),
+        ("feedback for unknown ids", f"{report.unknown_feedback:,}"),
+        ("conflicting feedback", f"{report.conflicting_feedback:,}"),
+        ("accept/decline without an offer", f"{report.feedback_without_offer:,}"),
+        ("duplicate decision ids", f"{report.duplicate_decisions:,}"),
+        ("torn / invalid lines", f"{scan.torn_lines:,} / {scan.invalid_lines:,}"),
+        ("files in progress / foreign / unreadable",
+         f"{scan.in_progress_files:,} / {scan.foreign_files:,} / {scan.unreadable_files:,}"),
+    ):
+        table.add_row(name, value)
+    for reason, count in report.dropped.most_common():
+        table.add_row(f"dropped: {escape(reason)}", f"{count:,}")
+    console.print(table)
+    for example in scan.examples + report.examples:
+        err_console.print(f"  skipped {escape(example)}")
+    if json_out is not None:
+        write_json(json_out, report.to_dict())
+    if not report.records:
+        fail(escape(f"no record joined from {log_dir}; nothing written"), 1)
+    console.print(f"{report.records:,} records -> {escape(str(out))}")
+
+
+@app.command("policy-eval")
+def policy_eval(
+    logs: Path = typer.Option(..., "--logs", help="Output of `irp logs join --label tap`."),
+    model: Path = typer.Option(..., "--model", help="Candidate model artifact directory."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Candidate threshold (default: its own)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the estimates here as JSON."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the intervals."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch or onnx."),
+    resample: str = typer.Option(
+        "session", "--resample",
+        help="Bootstrap unit: session (whole sessions, when the log has session_id; records otherwise) or record.",
+    ),
+) -> None:
+    """Off-policy estimate (IPS and SNIPS) of what a candidate model would have done on logged traffic.
+
+    The candidate offers on a logged record iff the record was eligible in the log and its probability
+    >= its threshold. Exit 1 when some of its decisions have no support in the log (logged propensity 0).
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from irp.logs.policy_eval import PolicyEvalError, evaluate_candidate
+
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        fail(f"--threshold must be in [0, 1], got {threshold}")
+    if n_boot < 10:
+        fail("--n-boot must be at least 10")
+    if resample not in ("session", "record"):
+        fail(f"--resample must be session or record, got {resample!r}")
+    records = load_or_fail(logs, "logs")
+    clf = load_classifier(model, runtime)
+    thr = clf.threshold_ if threshold is None else threshold
+    probs = clf.predict_proba(records)
+    try:
+        report = evaluate_candidate(records, probs, thr, n_boot=n_boot, seed=seed, resample=resample)
+    except PolicyEvalError as e:
+        fail(escape(str(e)), 1)
+    except ValueError as e:
+        fail(escape(f"{logs}: {e}"))
+    report["model"], report["logs"] = str(model), str(logs)
+
+    def fmt(value: float, ci: list[float], scale: str) -> str:
+        if scale == "%":
+            return f"{value:.2%} [{ci[0]:.2%}, {ci[1]:.2%}]"
+        return f"{value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+
+    table = Table("quantity", "candidate IPS", "candidate SNIPS", "logging policy (measured)",
+                  title=f"policy-eval of {escape(str(model))} at threshold {thr:.4g} on {report['n']:,} logged requests")
+    rows = (("offer_rate", "offer rate", "%"), ("precision", "precision of offers (tap)", "%"),
+            ("accepts_per_1000", "accepts per 1,000 requests", ""),
+            ("live_precision", "live precision (accepted / offers)", "%"))
+    for metric, name, scale in rows:
+        est, logged = report[metric], report["logging"][metric]
+        table.add_row(name, fmt(est["ips"], est["ips_ci"], scale), fmt(est["snips"], est["snips_ci"], scale),
+                      fmt(logged["value"], logged["ci"], scale))
+    console.print(table)
+    console.print(
+        f"candidate offers {report['candidate_offers']:,} (exact offer rate {report['offer_rate']['exact']:.2%}); "
+        f"{report['matched_offers']:,} of them were offered in the log; ESS {report['ess']:,.0f} "
+        f"(offers {report['ess_offers']:,.0f}); 95 % bootstrap intervals resampling "
+        f"{'sessions' if report['resampled'] == 'session_id' else 'records'} "
+        f"({report['n_resampled_units']:,} units)"
+    )
+    if report.get("resampled_note"):
+        console.print(f"note: {escape(report['resampled_note'])}")
+    console.print(f"assumption: {report['assumption']}")
+    if json_out is not None:
+        write_json(json_out, report)
+        console.print(f"estimates -> {escape(str(json_out))}")
