@@ -39,15 +39,15 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import combinations
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import norm
 
 from irp.audit.store import AuditFolder, Verdict
 
 CantTell = Literal["exclude", "yes", "no"]
-Z95 = float(norm.ppf(0.975))
+Z95 = NormalDist().inv_cdf(0.975)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,8 @@ class Stratum:
             "name": self.name,
             "label": self.label,
             "band": self.band,
-            "score_range": list(self.score_range) if self.score_range else None,
+            # [low, high) with an open top stored as null (strict JSON has no infinity)
+            "score_range": [v if math.isfinite(v) else None for v in self.score_range] if self.score_range else None,
             "above_threshold": self.above_threshold,
             "population": self.population,
             "sampled": self.sampled,

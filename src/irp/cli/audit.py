@@ -38,9 +38,8 @@ def audit_sample(
     from rich.markup import escape
     from rich.table import Table
 
-    from irp.artifact import file_fingerprint
     from irp.audit.sample import SampleError, write_sample
-    from irp.audit.store import AuditError
+    from irp.audit.store import AuditError, file_fingerprint
 
     if n < 1:
         fail(f"--n must be at least 1, got {n}")
