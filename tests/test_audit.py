@@ -18,6 +18,7 @@ from irp.audit.estimate import (
     audit_report,
     cohen_kappa,
     krippendorff_alpha,
+    plan_half_widths,
     stratified_mean,
     stratified_ratio,
     translate_promise,
@@ -205,7 +206,7 @@ def test_intervals_cover_in_repeated_samples() -> None:
     visual = rng.random(n_pop) < 0.35
     tap = np.where(visual, rng.random(n_pop) < 0.75, rng.random(n_pop) < 0.05)
     true_precision, true_recall = visual[tap].mean(), tap[visual].mean()
-    hits = np.zeros(2)
+    hits, widths = np.zeros(2), np.zeros(2)
     for _ in range(300):
         strata = []
         for label in (1, 0):
@@ -214,8 +215,12 @@ def test_intervals_cover_in_repeated_samples() -> None:
             strata.append(_stratum("tap" if label else "no_tap", label, members.size, visual[picked].astype(float)))
         p, r = stratified_mean(strata[:1]), stratified_ratio(strata[:1], strata)
         hits += [p["ci95"][0] <= true_precision <= p["ci95"][1], r["ci95"][0] <= true_recall <= r["ci95"][1]]
+        widths += [(p["ci95"][1] - p["ci95"][0]) / 2, (r["ci95"][1] - r["ci95"][0]) / 2]
     coverage = hits / 300
     assert (coverage >= 0.9).all(), coverage
+    # the planning formula of docs/audit.md predicts the half-widths
+    plan = plan_half_widths(200, tap.mean(), true_precision, visual[~tap].mean(), population=n_pop)
+    assert widths / 300 == pytest.approx([plan["precision"], plan["recall"]], rel=0.15)
 
 
 def test_cant_tell_is_reported_and_bounded(tmp_path: Path) -> None:

@@ -23,8 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_records
-
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 MISSING = ("needs Chromium and chromium-driver: run `make system-deps` "
            "(or `sudo apt-get install -y chromium chromium-driver`)")
@@ -39,8 +37,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def audit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from irp.audit.sample import write_sample
+    from irp.data.simulate import SimConfig, simulate
 
-    records = make_records(60, seed=5)
+    records = list(simulate(SimConfig(n=60, seed=3)))  # voice-like queries with context and product attributes
     return write_sample(records, 24, tmp_path_factory.mktemp("audit") / "sample", seed=1).root
 
 

@@ -331,3 +331,24 @@ def audit_report(folder: AuditFolder, promise: dict[str, Any] | None = None) -> 
     if promise and folder.design.get("model"):
         report["promise"] = translate_promise(strata, promise)
     return report
+
+
+def plan_half_widths(
+    n: int, tap_rate: float, precision: float, visual_rate_no_tap: float, population: int | None = None
+) -> dict[str, float]:
+    """Expected 95 % half-widths of proxy precision and recall for `n` records split equally between taps and
+    no-taps (label strata, `irp audit sample` without --model), from guesses of the tap rate, P(visual | tap) and
+    P(visual | no tap); `population` adds the finite-population correction. For planning, before any verdict.
+
+    >>> {k: round(v, 3) for k, v in plan_half_widths(400, 0.21, 0.5, 0.043).items()}
+    {'precision': 0.069, 'recall': 0.123}
+    """
+    half = n / 2
+    fpc_tap = 1.0 if population is None else max(0.0, 1 - half / (tap_rate * population))
+    fpc_no_tap = 1.0 if population is None else max(0.0, 1 - half / ((1 - tap_rate) * population))
+    v_tap = fpc_tap * precision * (1 - precision) / half
+    v_no_tap = fpc_no_tap * visual_rate_no_tap * (1 - visual_rate_no_tap) / half
+    visual = tap_rate * precision + (1 - tap_rate) * visual_rate_no_tap
+    recall = tap_rate * precision / visual
+    var_recall = (tap_rate * (1 - recall) / visual) ** 2 * v_tap + ((1 - tap_rate) * recall / visual) ** 2 * v_no_tap
+    return {"precision": Z95 * math.sqrt(v_tap), "recall": Z95 * math.sqrt(var_recall)}
