@@ -303,3 +303,39 @@ def test_cli_sample_import_report_and_bad_input(tmp_path: Path) -> None:
     result = run_irp("audit", "report", str(out))
     assert result.returncode == 2 and "modified after sampling" in result.stderr
     assert (out / "verdicts" / "nlu.jsonl").read_text() == stored
+
+
+def test_cli_with_a_model_translates_the_promise(tiny_backbone: str, small_log: dict[str, Path], tmp_path: Path) -> None:
+    """`--model` end to end on a tiny trained artifact: score strata at its threshold, the promise translated."""
+    model = tmp_path / "model"
+    trained = run_irp("train", "--train", str(small_log["train"]), "--valid", str(small_log["valid"]), "--out",
+                      str(model), "--backbone", tiny_backbone, "--epochs", "1", "--batch-size", "32", "--lr", "3e-3",
+                      "--device", "cpu", "--target-precision", "0.6")
+    assert trained.returncode == 0, trained.stderr
+    out = tmp_path / "audit"
+    done = run_irp("audit", "sample", "--data", str(small_log["test"]), "--n", "80", "--out", str(out), "--model",
+                   str(model))
+    assert done.returncode == 0, done.stderr
+    design = json.loads((out / "design.json").read_text())
+    threshold = json.loads((model / "config.json").read_text())["threshold"]["value"]
+    assert design["model"]["threshold"] == pytest.approx(threshold) and len(design["strata"]) >= 4
+    assert any(s["above_threshold"] for s in design["strata"]) and not all(s["above_threshold"] for s in design["strata"])
+    labels = {r["id"]: r["label"] for r in (json.loads(line) for line in small_log["test"].read_text().splitlines())}
+    sample = [json.loads(line) for line in (out / "sample.jsonl").read_text().splitlines()]
+    verdicts = tmp_path / "v.jsonl"  # a reviewer who agrees with the tap 90 % of the time
+    verdicts.write_text("".join(json.dumps({"id": r["id"], "annotator": "rev", "verdict": "yes" if (
+        labels[r["id"]] if i % 10 else 1 - labels[r["id"]]) else "no"}) + "\n" for i, r in enumerate(sample)))
+    assert run_irp("audit", "import", str(out), "--verdicts", str(verdicts)).returncode == 0
+    report_path, plots = tmp_path / "r.json", tmp_path / "plots"
+    result = run_irp("audit", "report", str(out), "--model", str(model), "--json", str(report_path), "--plots",
+                     str(plots))
+    assert result.returncode == 0, result.stderr
+    promise = json.loads(report_path.read_text())["promise"]
+    assert promise["available"] and promise["threshold"] == pytest.approx(threshold)
+    lo, hi = promise["translated"]["ci95"]
+    assert lo <= promise["translated"]["estimate"] <= hi
+    assert (plots / "audit_promise.png").stat().st_size > 10_000
+    no_model = tmp_path / "plain"
+    assert run_irp("audit", "sample", "--data", str(small_log["test"]), "--n", "20", "--out", str(no_model)).returncode == 0
+    refused = run_irp("audit", "report", str(no_model), "--model", str(model))
+    assert refused.returncode == 2 and "--model" in refused.stderr
