@@ -339,3 +339,44 @@ def test_cli_with_a_model_translates_the_promise(tiny_backbone: str, small_log: 
     assert run_irp("audit", "sample", "--data", str(small_log["test"]), "--n", "20", "--out", str(no_model)).returncode == 0
     refused = run_irp("audit", "report", str(no_model), "--model", str(model))
     assert refused.returncode == 2 and "--model" in refused.stderr
+
+
+def test_server_checks_host_and_token(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from irp.audit.web import make_server, serve_in_thread
+
+    folder = write_sample(population(100), 10, tmp_path / "a")
+
+    def status(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    with pytest.raises(AuditError) as e:
+        make_server(folder, "0.0.0.0", 0)  # not loopback and no token
+    assert e.value.field == "--token"
+    loopback = make_server(folder, "127.0.0.1", 0)
+    serve_in_thread(loopback)
+    anywhere = make_server(folder, "0.0.0.0", 0, token="s3cret")
+    serve_in_thread(anywhere)
+    try:
+        port = loopback.server_address[1]
+        assert status(port, "/api/state?annotator=a", {})[0] == 200
+        code, body = status(port, "/api/state?annotator=a", {"Host": "attacker.example:80"})
+        assert code == 403 and body["field"] == "Host"  # DNS rebinding is refused
+        code, body = status(port, "/api/state?annotator=../etc", {})
+        assert code == 422 and body["field"] == "annotator"
+        port = anywhere.server_address[1]
+        code, body = status(port, "/api/state?annotator=a", {})
+        assert code == 401 and body["field"] == "token"
+        assert status(port, "/api/state?annotator=a", {"X-Audit-Token": "s3cret"})[0] == 200
+        assert status(port, "/api/state?annotator=a&token=s3cret", {})[0] == 200
+    finally:
+        for server in (loopback, anywhere):
+            server.shutdown()
+            server.server_close()
