@@ -14,7 +14,8 @@ an estimator g(m) gets Var = sum_h (dg/dm_h)^2 Var(m_h). s_h^2 is the sample var
 p~(1 - p~) with p~ = (sum y + 1) / (n_h + 2): a stratum where every reviewer said yes still has
 uncertainty (without the floor its variance would be 0 and the interval would shrink to a point).
 The 95 % interval is built on the logit scale (it stays inside [0, 1] and is not symmetric near the
-bounds, where Wald intervals under-cover) and mapped back.
+bounds, where Wald intervals under-cover) and mapped back; at an estimate of exactly 0 or 1 it is the
+exact binomial interval of the reviewed records.
 
 'Can't tell' is reported per stratum, never silently dropped. The main estimate treats it as missing
 at random within the stratum (such records leave the stratum's mean); the report adds the two
@@ -85,18 +86,23 @@ class StratumData:
 def logit_interval(p: float, se: float, n: int, z: float = Z95) -> tuple[float, float]:
     """A (1 - 2 Phi(-z)) interval for a proportion p with standard error se, built on the logit scale.
 
-    p in {0, 1} is moved 0.5 / n inside for the width and the interval keeps that end at 0 or 1.
+    At p = 0 or 1 the logit has no slope to linearise (and se comes only from the variance floor), so the
+    interval is the exact binomial (Clopper-Pearson) one of n reviewed records: [(Phi(-z))^(1/n), 1] at p = 1.
 
     >>> [round(x, 4) for x in logit_interval(0.8, 0.04, 100)]
     [0.7102, 0.8672]
+    >>> [round(x, 4) for x in logit_interval(1.0, 0.01, 100)], [round(x, 4) for x in logit_interval(0.0, 0.01, 100)]
+    ([0.9638, 1.0], [0.0, 0.0362])
     """
     if math.isnan(p) or math.isnan(se) or n <= 0:
         return (math.nan, math.nan)
-    eps = 0.5 / n
-    pc = min(max(p, eps), 1.0 - eps)
-    centre, half = math.log(pc / (1 - pc)), z * se / (pc * (1 - pc))
-    lo, hi = 1 / (1 + math.exp(-(centre - half))), 1 / (1 + math.exp(-(centre + half)))
-    return (0.0 if p <= 0.0 else lo, 1.0 if p >= 1.0 else hi)
+    tail = NormalDist().cdf(-z)
+    if p >= 1.0:
+        return (tail ** (1.0 / n), 1.0)
+    if p <= 0.0:
+        return (0.0, 1.0 - tail ** (1.0 / n))
+    centre, half = math.log(p / (1 - p)), z * se / (p * (1 - p))
+    return (1 / (1 + math.exp(-(centre - half))), 1 / (1 + math.exp(-(centre + half))))
 
 
 def _estimate(value: float, var: float, n: int) -> dict[str, Any]:
