@@ -380,3 +380,18 @@ def test_server_checks_host_and_token(tmp_path: Path) -> None:
         for server in (loopback, anywhere):
             server.shutdown()
             server.server_close()
+
+
+def test_overlap_splits_the_work(tmp_path: Path) -> None:
+    folder = write_sample(population(200), 20, tmp_path / "a")
+    ids = [r["id"] for r in folder.records]
+    assert folder.progress("b")["queue_size"] == 20  # default: everyone reviews everything
+    for record_id in ids[:8]:  # A answers the shared part (first 5) and three more
+        folder.record_verdict("a", record_id, "yes")
+    state = folder.progress("b", overlap=0.25)
+    assert state["position"] == 0 and state["queue_size"] == 5 + 12  # shared 5, then only what nobody answered
+    for record_id in ids[:5]:
+        folder.record_verdict("b", record_id, "no")
+    assert folder.progress("b", overlap=0.25)["position"] == 8  # skips the three A did beyond the shared part
+    assert folder.progress("a", overlap=0.25)["position"] == 8
+    assert folder.progress("a")["position"] == 8 and folder.progress("b")["position"] == 5

@@ -19,6 +19,7 @@ import csv
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import threading
@@ -250,16 +251,26 @@ class AuditFolder:
             self._save(annotator, verdicts[:-1])
         return verdicts[-1]
 
-    def progress(self, annotator: str) -> dict[str, Any]:
-        """The annotator's queue: answered ids, the next record (the first unanswered in queue order)."""
+    def progress(self, annotator: str, overlap: float | None = None) -> dict[str, Any]:
+        """The annotator's queue: how many answered, the next record (0-based `position` in the sample's order).
+
+        Without `overlap` every annotator gets every record (agreement on all). With `overlap` in [0, 1] the work
+        is split: the first `ceil(overlap * total)` records of the queue go to everyone (agreement on a random
+        part, as the order is random), and after them each annotator gets the first record nobody has answered.
+        """
         verdicts = self.verdicts(annotator)
-        done = {v.id for v in verdicts}
-        position = next((i for i, r in enumerate(self.records) if r["id"] not in done), None)
+        mine = {v.id for v in verdicts}
+        total = len(self.records)
+        shared = total if overlap is None else math.ceil(overlap * total)
+        anyone = mine if overlap is None else {v.id for v in self.all_verdicts()}
+        open_ = [i for i, r in enumerate(self.records) if r["id"] not in mine and (i < shared or r["id"] not in anyone)]
+        position = open_[0] if open_ else None
         return {
             "annotator": annotator,
-            "total": len(self.records),
-            "answered": len(done),
-            "position": position,  # 0-based index of the next record in the queue; None when all are answered
+            "total": total,
+            "answered": len(mine),
+            "queue_size": len(mine) + len(open_),  # what this annotator answers in all, as things stand
+            "position": position,  # None when this annotator's queue is done
             "record": None if position is None else self.records[position],
             "last": verdicts[-1].as_dict() if verdicts else None,
         }

@@ -1,7 +1,7 @@
 """The annotation page: a small standard-library HTTP server over an audit folder.
 
     GET  /                         the page (one self-contained HTML file: inline CSS and JS, no external asset)
-    GET  /api/state?annotator=A    A's queue: total, answered, position and the next record, A's last verdict
+    GET  /api/state?annotator=A    A's queue: total, answered, queue_size, position, the next record, A's last verdict
     POST /api/verdict              {"annotator", "id", "verdict": yes|no|cant_tell} -> the new state
     POST /api/undo                 {"annotator"} -> removes A's last verdict, returns the new state
 
@@ -55,14 +55,18 @@ def page_html(default_annotator: str | None) -> bytes:
 class AuditServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, folder: AuditFolder, host: str, port: int, annotator: str | None, token: str | None) -> None:
+    def __init__(self, folder: AuditFolder, host: str, port: int, annotator: str | None, token: str | None,
+                 overlap: float | None = None) -> None:
         if annotator is not None:
             check_annotator(annotator)
         loopback = is_loopback(host)
         if not loopback and not token:
             raise AuditError("--token", f"binding {host} (not loopback) needs a token: pass --token or let "
                                         "`irp audit serve` generate one")
+        if overlap is not None and not 0.0 <= overlap <= 1.0:
+            raise AuditError("--overlap", f"--overlap must be in [0, 1], got {overlap}")
         self.folder, self.annotator, self.token, self.loopback = folder, annotator, token, loopback
+        self.overlap = overlap
         self.page = page_html(annotator)
         super().__init__((host, port), _Handler)
 
@@ -162,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
         except AuditError as e:
             self._error(HTTPStatus.UNPROCESSABLE_ENTITY, e.field, str(e))
             return
-        self._json(HTTPStatus.OK, folder.progress(annotator))
+        self._json(HTTPStatus.OK, folder.progress(annotator, self.server.overlap))
 
     def _state(self, annotator: str) -> None:
         try:
@@ -170,15 +174,16 @@ class _Handler(BaseHTTPRequestHandler):
         except AuditError as e:
             self._error(HTTPStatus.UNPROCESSABLE_ENTITY, e.field, str(e))
             return
-        self._json(HTTPStatus.OK, self.server.folder.progress(annotator))
+        self._json(HTTPStatus.OK, self.server.folder.progress(annotator, self.server.overlap))
 
 
 def make_server(
     folder: AuditFolder, host: str = "127.0.0.1", port: int = 8765, annotator: str | None = None,
-    token: str | None = None,
+    token: str | None = None, overlap: float | None = None,
 ) -> AuditServer:
-    """A ready server (not yet serving); port 0 picks a free one (`server.server_address`)."""
-    return AuditServer(folder, host, port, annotator, token)
+    """A ready server (not yet serving); port 0 picks a free one (`server.server_address`); `overlap`: see
+    `AuditFolder.progress`."""
+    return AuditServer(folder, host, port, annotator, token, overlap)
 
 
 def new_token() -> str:

@@ -74,6 +74,9 @@ def audit_serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs a token."),
     token: str | None = typer.Option(None, "--token", help="Token required by the page and API (generated when "
                                                            "--host is not loopback and none is given)."),
+    overlap: float | None = typer.Option(None, "--overlap", help="Split the work: the first share of the queue "
+                                         "goes to everyone (agreement), the rest to whoever gets there first. "
+                                         "Default: everyone reviews every record."),
 ) -> None:
     """Serve the annotation page for a sample (one record at a time; y / n / c, u = undo)."""
     from urllib.parse import urlencode
@@ -89,7 +92,7 @@ def audit_serve(
     if token is None and not is_loopback(host):
         token = new_token()
     try:
-        server = make_server(audit, host, port, annotator, token)
+        server = make_server(audit, host, port, annotator, token, overlap)
     except AuditError as e:
         fail(escape(str(e)))
     except OSError as e:
