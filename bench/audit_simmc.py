@@ -50,6 +50,38 @@ def irp(*args: str) -> str:
     return done.stdout
 
 
+def repeated_samples(records_path: Path, verdict_of: dict[str, bool], label_of: dict[str, int], args) -> dict:
+    """Coverage of the census precision and recall over `--reps` new samples (library calls of the same commands:
+    write_sample, import_verdicts, audit_report)."""
+    from irp.audit.estimate import audit_report
+    from irp.audit.sample import write_sample
+    from irp.data.io import load_records
+
+    records = load_records(records_path)
+    ids = list(label_of)
+    y = np.array([label_of[i] for i in ids])
+    v = np.array([verdict_of[i] for i in ids])
+    census = {"precision": float(v[y == 1].mean()), "recall": float(y[v].mean())}
+    hits = {k: 0 for k in census}
+    widths = {k: [] for k in census}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.reps):
+            folder = write_sample(records, args.n, Path(tmp) / f"s{rep}", seed=1000 + rep)
+            with open(Path(tmp) / "v.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["id", "annotator", "verdict"])
+                writer.writerows([r["id"], "simmc-nlu", "yes" if verdict_of[r["id"]] else "no"] for r in folder.records)
+            folder.import_verdicts(Path(tmp) / "v.csv")
+            report = audit_report(folder)
+            for key, value in census.items():
+                lo, hi = report[key]["ci95"]
+                hits[key] += lo <= value <= hi
+                widths[key].append(hi - lo)
+    return {"reps": args.reps, "n": args.n, "seeds": [1000, 1000 + args.reps - 1],
+            "coverage": {k: hits[k] / args.reps for k in census},
+            "mean_width": {k: float(np.mean(w)) for k, w in widths.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
@@ -57,6 +89,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench/results/audit_simmc.json"))
     parser.add_argument("--plots", type=Path, default=Path("bench/results/audit_simmc"))
+    parser.add_argument("--reps", type=int, default=200, help="repeated samples for the coverage of the census values")
     args = parser.parse_args()
     if not args.source.is_file():
         raise SystemExit(f"{args.source}: SIMMC fashion dev not found (see ../shared/data/README.md)")
@@ -78,6 +111,7 @@ def main() -> None:
         print(irp("audit", "report", str(work / "audit"), "--json", str(work / "report.json"), "--plots",
                   str(args.plots)))
         report = json.loads((work / "report.json").read_text())
+        coverage = repeated_samples(work / "records.jsonl", verdict_of, label_of, args)
 
     ids = list(label_of)
     y = np.array([label_of[i] for i in ids])
@@ -92,11 +126,12 @@ def main() -> None:
         "strata": report["strata"],
         "census": census,
         "covered": {k: report[k]["ci95"][0] <= census[k] <= report[k]["ci95"][1] for k in ("precision", "recall")},
+        "repeated_samples": coverage,
         "plots": sorted(str(p) for p in args.plots.glob("*.png")),
         "command": " ".join(sys.argv),
     }
     write_json_atomic(args.out, out, allow_nan=False, default=None)
-    print(json.dumps({k: out[k] for k in ("estimate", "census", "covered")}, indent=1))
+    print(json.dumps({k: out[k] for k in ("estimate", "census", "covered", "repeated_samples")}, indent=1))
 
 
 if __name__ == "__main__":
