@@ -148,6 +148,13 @@ def test_annotate_reload_resume_undo_second_annotator(audit_dir: Path, server: s
     driver.get(server + "/?annotator=bob")
     _wait_text(driver, "position", f"Record 1 of {total}")
     assert driver.find_element("id", "utterance").text == f"\u201c{queue[0]['utterance']}\u201d"
+    _press(driver, "y")
+    _wait_text(driver, "position", f"Record 2 of {total}")
+    from selenium.webdriver.common.keys import Keys
+
+    _press(driver, Keys.BACKSPACE)  # Backspace undoes too
+    _wait_text(driver, "position", f"Record 1 of {total}")
+    assert _stored(audit_dir, "bob") == []
     _press(driver, "c")
     _wait_text(driver, "position", f"Record 2 of {total}")
     assert [(v["id"], v["verdict"]) for v in _stored(audit_dir, "bob")] == [(queue[0]["id"], "cant_tell")]
