@@ -395,3 +395,15 @@ def test_overlap_splits_the_work(tmp_path: Path) -> None:
     assert folder.progress("b", overlap=0.25)["position"] == 8  # skips the three A did beyond the shared part
     assert folder.progress("a", overlap=0.25)["position"] == 8
     assert folder.progress("a")["position"] == 8 and folder.progress("b")["position"] == 5
+
+
+def test_a_damaged_verdict_file_is_named(tmp_path: Path) -> None:
+    folder = write_sample(population(100), 10, tmp_path / "a")
+    folder.record_verdict("ann", folder.records[0]["id"], "yes")
+    with open(tmp_path / "a" / "verdicts" / "ann.jsonl", "a") as f:
+        f.write('{"id": "half a line\n')
+    with pytest.raises(AuditError, match="line 2 is damaged") as e:
+        folder.verdicts("ann")
+    assert e.value.field == "verdicts/ann.jsonl"
+    result = run_irp("audit", "report", str(tmp_path / "a"))
+    assert result.returncode == 2 and "damaged" in result.stderr

@@ -211,10 +211,14 @@ class AuditFolder:
         if not path.exists():
             return []
         out = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if line.strip():
-                row = json.loads(line)
-                out.append(Verdict(row["id"], row["annotator"], row["verdict"], int(row["seq"]), float(row["at"])))
+                try:
+                    row = json.loads(line)
+                    out.append(Verdict(row["id"], row["annotator"], row["verdict"], int(row["seq"]), float(row["at"])))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                    raise AuditError(f"verdicts/{path.name}", f"{path} line {line_no} is damaged ({e}): it was "
+                                                             "edited by hand; fix or remove that line") from None
         return sorted(out, key=lambda v: v.seq)
 
     def all_verdicts(self) -> list[Verdict]:

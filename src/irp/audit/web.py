@@ -163,18 +163,20 @@ class _Handler(BaseHTTPRequestHandler):
                 folder.record_verdict(annotator, body.get("id"), body.get("verdict"))
             else:
                 folder.undo(annotator)
+            state = folder.progress(annotator, self.server.overlap)
         except AuditError as e:
             self._error(HTTPStatus.UNPROCESSABLE_ENTITY, e.field, str(e))
             return
-        self._json(HTTPStatus.OK, folder.progress(annotator, self.server.overlap))
+        self._json(HTTPStatus.OK, state)
 
     def _state(self, annotator: str) -> None:
         try:
             check_annotator(annotator)
+            state = self.server.folder.progress(annotator, self.server.overlap)
         except AuditError as e:
             self._error(HTTPStatus.UNPROCESSABLE_ENTITY, e.field, str(e))
             return
-        self._json(HTTPStatus.OK, self.server.folder.progress(annotator, self.server.overlap))
+        self._json(HTTPStatus.OK, state)
 
 
 def make_server(

@@ -145,6 +145,7 @@ def audit_report(
     from rich.table import Table
 
     from irp.audit.estimate import audit_report as build_report
+    from irp.audit.store import AuditError
 
     audit = _open(folder)
     promise = None
@@ -164,9 +165,12 @@ def audit_report(
         if not math.isclose(float(promise["threshold"]), float(recorded["threshold"]), rel_tol=0, abs_tol=1e-9):
             fail(f"--model: its threshold {promise['threshold']:.6g} is not the one the sample was stratified at "
                  f"({recorded['threshold']:.6g}); use that artifact or draw a new sample")
-    if not audit.all_verdicts():
-        fail(escape(f"{folder} holds no verdicts yet: annotate with `irp audit serve` or `irp audit import`"), 1)
-    report = build_report(audit, promise)
+    try:
+        if not audit.all_verdicts():
+            fail(escape(f"{folder} holds no verdicts yet: annotate with `irp audit serve` or `irp audit import`"), 1)
+        report = build_report(audit, promise)
+    except AuditError as e:
+        fail(escape(str(e)))
     table = Table("estimate", "value", "95 % CI", "reviewed", title=f"audit {escape(str(folder))}")
     for key, label in (("precision", "proxy precision P(visual | tap)"), ("recall", "proxy recall P(tap | visual)"),
                        ("visual_rate", "visual intent rate P(visual)")):
