@@ -95,6 +95,8 @@ def test_reload_bodies_are_checked(artifacts: dict[str, Path]) -> None:
         response = client.post("/v1/admin/reload", json=body)
         assert response.status_code == 422 and response.json()["field"] == field, (body, response.text)
     assert client.post("/v1/admin/reload", content=b"{").status_code == 400
+    empty = client.post("/v1/admin/reload", content=b"")  # {} reloads the served folder; nothing at all is a 400
+    assert empty.status_code == 400 and empty.json()["field"] == "body"
 
 
 def test_reload_needs_the_token_or_loopback(artifacts: dict[str, Path]) -> None:

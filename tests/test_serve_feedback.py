@@ -108,6 +108,11 @@ def test_feedback_single_and_batch_are_logged(engine: Engine, tmp_path: Path) ->
         ({"items": [{"id": "a", "event": "no_tap"}, {"id": "b", "event": "nope"}]}, "items[1].event"),
         ({"items": [{"id": "a", "event": "no_tap"}] * 257}, "items"),
         ({"items": [7]}, "items[0]"),
+        ({"id": " ", "event": "no_tap"}, "id"),
+        ({"id": 2**63, "event": "no_tap"}, "id"),
+        ({"id": "a", "event": "no_tap", "timestamp": 1}, "timestamp"),  # a typo is not silently ignored
+        ({"items": [{"id": "a", "event": "no_tap"}], "id": "b"}, "id"),
+        ({"items": [{"id": "a", "event": "no_tap", "x": 1}]}, "items[0].x"),
     ],
 )
 def test_bad_feedback_gets_422_naming_the_field(engine: Engine, tmp_path: Path, body: object, field: str) -> None:

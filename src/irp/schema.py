@@ -9,8 +9,8 @@ Rules that the spec leaves open, decided here (and documented in docs/data.md):
   a `null` product attribute is dropped.
 - `label` / `true_intent` accept the integers 0/1 and the floats 0.0/1.0 (normalized to int);
   booleans are rejected, because `true` is more likely a bug upstream than a label.
-- `id` / `session_id` accept a non-empty string or an integer (normalized to str), so an id column
-  that some tool wrote as int64 still loads.
+- `id` / `session_id` accept a non-empty string or an integer (normalized to str; `5.0` counts as 5), so
+  an id column that some tool wrote as int64 (or as a float) still loads.
 - `utterance` and `intent` are stripped; `intent` may be any non-empty label (real logs carry intents
   beyond INTENTS). Product titles and attributes are kept as they are.
 - Unknown top-level keys are kept unchanged (after the known fields).
@@ -132,7 +132,7 @@ def _utterance(obj: dict[str, Any]) -> str:
 
 
 def _id_like(field: str, value: Any) -> str | None:
-    """A string id, or an integer id converted to str; None when absent."""
+    """A string id, or an integer id (5 or 5.0) converted to str ("5"); None when absent."""
     if value is None:
         return None
     if type(value) is str:
@@ -141,6 +141,8 @@ def _id_like(field: str, value: Any) -> str | None:
         return value
     if type(value) is int:
         return str(value)
+    if type(value) is float and value.is_integer():  # JSON does not tell 5 from 5.0 (nor does JSON Schema)
+        return str(int(value))
     raise _wrong_type(field, "a string", value)
 
 

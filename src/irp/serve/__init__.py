@@ -5,7 +5,7 @@
     POST /v1/predict/batch  {"items": [record, ...]} (at most 256) -> {results: [...], model_version, threshold}
     POST /v1/feedback       {id, event, ts?} or {"items": [...]}: what the user did (offer_accepted,
                             offer_declined, carousel_tap, no_tap) -> {accepted, logged, model_version}
-    POST /v1/admin/reload   {"model": DIR} (or {} for the served folder): swap models with no failed request
+    POST /v1/admin/reload   {"model": DIR} (or {} for the served folder; an empty body is a 400): swap models with no failed request
     GET  /healthz, /readyz  liveness, readiness (the model answered a warm-up request)
     GET  /v1/model          version, runtime, operating point and its promise next to the live precision, ...
     GET  /metrics           Prometheus (irp.serve.metrics)
@@ -19,6 +19,7 @@ The package, in reading order:
     feedback.py      live precision of offers over a sliding window (Wilson interval), offer memory
     reload.py        ModelSlot: load, warm up, ONNX parity, atomic swap; SIGHUP
     metrics.py       Prometheus metrics and the request middleware
+    openapi.py       the OpenAPI document: request schemas written from checks.py's rules, response models
 
 File layout of the decision log and the serving-to-retraining loop: docs/serving.md, docs/loop.md.
 """

@@ -22,14 +22,11 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
 
 from irp.policy import DEFAULT_COOLDOWN_S, SwitchPolicy
-from irp.schema import MAX_PRODUCTS, MAX_UTTERANCE_CHARS
 from irp.serve.checks import (
-    FEEDBACK_EVENTS,
     Limits,
     RequestError,
     check_batch,
@@ -43,6 +40,15 @@ from irp.serve.decision_log import DecisionLog, decision_event, feedback_event
 from irp.serve.engine import Engine
 from irp.serve.feedback import LivePrecision, OfferMemory
 from irp.serve.metrics import Metrics, MetricsMiddleware
+from irp.serve.openapi import (
+    BatchOut,
+    FeedbackOut,
+    PredictionOut,
+    ReadyOut,
+    error_responses,
+    install_openapi,
+    request_body,
+)
 from irp.serve.reload import ModelSlot, ReloadError
 
 log = logging.getLogger("irp.serve")
@@ -132,13 +138,12 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         if credentials is None or credentials.scheme.lower() != "bearer" or not hmac.compare_digest(given, token):
             raise RequestError(401, "authorization", "missing or wrong bearer token")
 
-    def require_admin(request: Request, _: None = Depends(require_token)) -> None:
-        """Admin calls: the token when the server has one; without a token, only from this machine."""
-        if token is None:
-            host = request.client.host if request.client else ""
-            if not is_loopback(host):
-                raise RequestError(403, "client", "admin endpoints of a server without a token answer loopback "
-                                   "clients only; start it with --token to reload from elsewhere")
+    def require_loopback(request: Request) -> None:
+        """Admin calls on a server without a token: only from this machine."""
+        host = request.client.host if request.client else ""
+        if not is_loopback(host):
+            raise RequestError(403, "client", "admin endpoints of a server without a token answer loopback "
+                               "clients only; start it with --token to reload from elsewhere")
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:
@@ -174,18 +179,22 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         metrics.observe_decisions(sum(r["image_seeking"] for r in out), len(out), len(offered), explored)
         return out
 
-    errors = {code: {"model": ErrorOut} for code in (400, 401, 413, 422)}
-    protected = [Depends(require_token)]
+    # The document describes this server: bearer auth and its 401 only when it has a token (a tokenless server
+    # answers admin calls from loopback only: 403).
+    auth = (401,) if token else ()
+    protected = [Depends(require_token)] if token else []
+    admin = protected if token else [Depends(require_loopback)]
+    errors = error_responses(400, 413, 422, *auth)
 
     @app.post("/v1/predict", response_model=PredictionOut, responses=errors, dependencies=protected,
-              openapi_extra=_body("RecordIn"))
+              openapi_extra=request_body("RecordIn"))
     async def predict(request: Request) -> JSONResponse:
         """Score one interaction record."""
         record = check_record(parse_json(await read_body(request, limits.max_body_bytes)), limits)
         return JSONResponse((await run_in_threadpool(answer, [record]))[0])
 
     @app.post("/v1/predict/batch", response_model=BatchOut, responses=errors, dependencies=protected,
-              openapi_extra=_body("BatchIn"))
+              openapi_extra=request_body("BatchIn"))
     async def predict_batch(request: Request) -> JSONResponse:
         """Score up to 256 records in one call (switch offers are decided in item order)."""
         records = check_batch(parse_json(await read_body(request, limits.max_body_bytes)), limits)
@@ -195,7 +204,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         return JSONResponse({"results": results, "model_version": version, "threshold": threshold})
 
     @app.post("/v1/feedback", response_model=FeedbackOut, responses=errors, dependencies=protected,
-              openapi_extra=_body("FeedbackBatchIn"))
+              openapi_extra=request_body("FeedbackBodyIn"))
     async def feedback(request: Request) -> JSONResponse:
         """What the user did after an answer: one event `{id, event, ts?}` or `{"items": [...]}` (<= 256)."""
         now = time.time()
@@ -216,14 +225,12 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
                 live_tap.add(event == "carousel_tap", version)
         return JSONResponse({"accepted": len(items), "logged": logged, "model_version": slot.engine.version})
 
-    @app.post("/v1/admin/reload", dependencies=[Depends(require_admin)],
-              responses={code: {"model": ErrorOut} for code in (400, 401, 403, 409, 413, 422)},
-              openapi_extra=_body("ReloadIn"))
+    @app.post("/v1/admin/reload", dependencies=admin, responses=error_responses(400, 409, 413, 422, *(auth or (403,))),
+              openapi_extra=request_body("ReloadIn"))
     async def reload_model(request: Request) -> JSONResponse:
         """Swap the served model with no failed request: load DIR, warm up, ONNX parity, swap atomically.
         `{}` re-reads the folder being served. 409 with the reason when the folder fails: the old model stays."""
-        body = await read_body(request, limits.max_body_bytes)
-        model_dir = check_reload(parse_json(body) if body.strip() else {})
+        model_dir = check_reload(parse_json(await read_body(request, limits.max_body_bytes)))
         try:
             result = await run_in_threadpool(slot.reload, model_dir)
         except ReloadError as e:
@@ -235,14 +242,14 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         """The process is up (no auth: for liveness probes)."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut, "description": "not ready"}})
     async def readyz() -> JSONResponse:
         """200 once the model answered its warm-up request, else 503 (no auth: for readiness probes)."""
         served = slot.engine
         return JSONResponse({"ready": served.ready, "model_version": served.version},
                             status_code=200 if served.ready else 503)
 
-    @app.get("/v1/model", dependencies=protected)
+    @app.get("/v1/model", dependencies=protected, responses=error_responses(*auth))
     async def model_info() -> dict[str, Any]:
         """What is served: version, runtime, operating point and its promise next to the live precision of
         offers, inputs, limits, policy, decision log and reloads."""
@@ -276,113 +283,11 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
             "reloads": slot.history,
         }
 
-    @app.get("/metrics", dependencies=protected)
+    @app.get("/metrics", dependencies=protected, response_class=PlainTextResponse, responses=error_responses(*auth))
     async def prometheus() -> Response:
         """Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    _document_request_bodies(app)
+    install_openapi(app, limits)
     return app
-
-
-# ---- OpenAPI schema: documentation of the contract (validation itself is irp.serve.checks) -----------------
-class ProductIn(BaseModel):
-    """A retrieved product: `title`, optional `price`, and any attributes (string or list of strings)."""
-
-    model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, str | list[str] | None] = Field(init=False)
-    title: str = Field(min_length=1, max_length=512)
-    price: float | None = Field(default=None, ge=0)
-
-
-class RecordIn(BaseModel):
-    """One interaction record (DESIGN section 2); `label` and `true_intent` are accepted and ignored."""
-
-    model_config = ConfigDict(extra="allow")
-    utterance: str = Field(min_length=1, max_length=MAX_UTTERANCE_CHARS)
-    id: str | int | None = Field(default=None, description="echoed back; derived from the content if absent")
-    intent: str | None = Field(default=None, max_length=512, description='NLU intent label ("unknown" if absent)')
-    context: list[str] | None = Field(default=None, description="earlier user turns, oldest first")
-    products: list[ProductIn] | None = Field(default=None, max_length=MAX_PRODUCTS, description="top-k, in rank order")
-    screen_available: bool | None = Field(default=None, description="false: never suggest a switch")
-    session_id: str | int | None = Field(default=None, description="scopes the switch-offer cooldown")
-    label: int | None = Field(default=None, ge=0, le=1)
-    true_intent: int | None = Field(default=None, ge=0, le=1)
-
-
-class BatchIn(BaseModel):
-    items: list[RecordIn] = Field(max_length=256)
-
-
-class FeedbackIn(BaseModel):
-    """What the user did after the answer with this id."""
-
-    id: str | int = Field(description="the id that /v1/predict answered", max_length=256)
-    event: str = Field(json_schema_extra={"enum": list(FEEDBACK_EVENTS)})
-    ts: float | None = Field(default=None, ge=0, description="unix seconds when it happened (default: received)")
-
-
-class FeedbackBatchIn(BaseModel):
-    """One event, or a batch `{"items": [event, ...]}` (at most 256)."""
-
-    items: list[FeedbackIn] = Field(max_length=256)
-
-
-class ReloadIn(BaseModel):
-    model: str | None = Field(default=None, description="artifact folder; absent: re-read the served folder")
-
-
-class PredictionOut(BaseModel):
-    id: str
-    probability: float
-    image_seeking: bool
-    suggest_switch: bool
-    threshold: float
-    model_version: str
-
-
-class BatchOut(BaseModel):
-    results: list[PredictionOut]
-    model_version: str
-    threshold: float
-
-
-class FeedbackOut(BaseModel):
-    accepted: int = Field(description="events validated and counted")
-    logged: int = Field(description="events queued for the decision log (0 without --log-dir)")
-    model_version: str
-
-
-class ErrorOut(BaseModel):
-    detail: str = Field(description="'<field>: <what is wrong>'")
-    field: str = Field(description="the offending field, e.g. products[2].color, items[5].utterance, body")
-
-
-_REQUEST_MODELS: dict[str, type[BaseModel]] = {"RecordIn": RecordIn, "BatchIn": BatchIn, "FeedbackIn": FeedbackIn,
-                                               "FeedbackBatchIn": FeedbackBatchIn, "ReloadIn": ReloadIn}
-
-
-def _body(name: str) -> dict[str, Any]:
-    """openapi_extra for an endpoint that reads its JSON body itself."""
-    schema = {"$ref": f"#/components/schemas/{name}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-def _document_request_bodies(app: Any) -> None:
-    """Add the request models to the generated OpenAPI components (the endpoints refer to them by name)."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = generate()
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for name, model in _REQUEST_MODELS.items():
-                definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                components.update(definition.pop("$defs", {}))
-                components[name] = definition
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi
-

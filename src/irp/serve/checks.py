@@ -17,6 +17,7 @@ TOKEN_ENV = "IRP_SERVE_TOKEN"
 LOOPBACK_HOSTS = ("localhost",)
 FEEDBACK_EVENTS = ("offer_accepted", "offer_declined", "carousel_tap", "no_tap")
 MAX_PATH_CHARS = 4096
+INT_ID_MIN, INT_ID_MAX = -(2**63), 2**63 - 1  # an integer id is what a tool writes as int64
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,9 @@ class Limits:
     max_batch: int = 256
     max_utterance_chars: int = MAX_UTTERANCE_CHARS  # checked by validate_record (after strip)
     max_products: int = MAX_PRODUCTS  # checked by validate_record
-    max_value_chars: int = 512  # one product attribute value; a list counts as its items plus ", " separators
-    max_id_chars: int = 256  # id / session_id (sessions are remembered by the switch policy)
+    max_value_chars: int = 512  # one product attribute value (each item of a list attribute); intent after strip
+    max_list_items: int = 16  # items of one list attribute (e.g. "color": ["red", "navy"])
+    max_id_chars: int = 256  # id / session_id as strings (sessions are remembered by the switch policy)
 
 
 class RequestError(Exception):
@@ -114,6 +116,23 @@ def _check_text(field: str, text: str, max_chars: int) -> None:
         raise RequestError(422, field, f"too long: {len(text)} characters (max {max_chars})")
 
 
+def _check_int_id(field: str, value: Any) -> None:
+    """An integer id (5 or 5.0) must be a 64-bit integer (a string id may hold anything up to max_id_chars)."""
+    integral = type(value) is int or type(value) is float and value.is_integer()
+    if integral and not INT_ID_MIN <= value <= INT_ID_MAX:
+        raise RequestError(422, field, f"integer ids must fit in 64 bits [{INT_ID_MIN}, {INT_ID_MAX}]; "
+                           "send a longer id as a string")
+
+
+def _known_keys_only(obj: dict, known: tuple[str, ...], where: str, shape: str) -> None:
+    """A body that irp defines (not a record, which keeps unknown keys) names its keys exactly: a typo such as
+    "timestamp" for "ts" is a 422 naming the key instead of a silently ignored value."""
+    for key in obj:
+        if key not in known:
+            raise RequestError(422, where + key[:80] if key else where.rstrip(".") or "body",
+                               f"unknown key; the body is {shape}")
+
+
 def check_record(obj: Any, limits: Limits = Limits(), where: str = "") -> dict[str, Any]:
     """Validate one request record: the data contract (irp.schema) plus the serving limits.
 
@@ -134,6 +153,7 @@ def check_record(obj: Any, limits: Limits = Limits(), where: str = "") -> dict[s
     _check_text(f"{where}intent", record["intent"], limits.max_value_chars)
     for name in ("id", "session_id"):
         if record[name] is not None:
+            _check_int_id(where + name, obj.get(name))
             _check_text(where + name, record[name], limits.max_id_chars)
     for i, turn in enumerate(record["context"]):
         _check_text(f"{where}context[{i}]", turn, MAX_UTTERANCE_CHARS)
@@ -143,13 +163,10 @@ def check_record(obj: Any, limits: Limits = Limits(), where: str = "") -> dict[s
                 continue
             field = f"{where}products[{i}].{key}"
             if isinstance(value, list):
+                if len(value) > limits.max_list_items:
+                    raise RequestError(422, field, f"too many: {len(value)} items (max {limits.max_list_items})")
                 for j, item in enumerate(value):
                     _check_text(f"{field}[{j}]", item, limits.max_value_chars)
-                joined = sum(map(len, value)) + 2 * max(len(value) - 1, 0)  # as the featurizer joins it
-                if joined > limits.max_value_chars:
-                    raise RequestError(
-                        422, field, f"too long: {joined} characters joined (max {limits.max_value_chars})"
-                    )
             else:
                 _check_text(field, value, limits.max_value_chars)
     return record
@@ -171,6 +188,7 @@ def check_batch(obj: Any, limits: Limits = Limits()) -> list[dict[str, Any]]:
     if type(items) is not list:
         what = "absent" if "items" not in obj else f"got {json_type(items)}"
         raise RequestError(422, "items", f"must be an array of records, {what}")
+    _known_keys_only(obj, ("items",), "", '{"items": [record, ...]}')
     if len(items) > limits.max_batch:
         raise RequestError(422, "items", f"too many: {len(items)} (max {limits.max_batch})")
     return [check_record(item, limits, f"items[{i}].") for i, item in enumerate(items)]
@@ -194,6 +212,7 @@ def is_loopback(host: str) -> bool:
 
 # ---- feedback and admin bodies ----------------------------------------------------------------------------
 MAX_TS = 1e11  # seconds since the epoch (year 5138); a larger number is almost surely milliseconds
+FEEDBACK_KEYS = ("id", "event", "ts")
 
 
 def check_feedback_item(obj: Any, limits: Limits = Limits(), where: str = "", now: float | None = None) -> dict:
@@ -209,9 +228,11 @@ def check_feedback_item(obj: Any, limits: Limits = Limits(), where: str = "", no
     if type(obj) is not dict:
         raise RequestError(422, where.rstrip(".") or "body", f"must be a JSON object {{\"id\", \"event\"}}, "
                            f"got {json_type(obj)}")
+    _known_keys_only(obj, FEEDBACK_KEYS, where, '{"id", "event", "ts"?}')
     record_id = obj.get("id")
-    if type(record_id) is int:
-        record_id = str(record_id)
+    _check_int_id(where + "id", record_id)
+    if type(record_id) is int or type(record_id) is float and record_id.is_integer():  # as irp.schema: 5.0 is 5
+        record_id = str(int(record_id))
     if type(record_id) is not str or not record_id.strip():
         what = "absent" if "id" not in obj else f"got {json_type(obj['id'])}" if type(obj["id"]) is not str else "empty"
         raise RequestError(422, where + "id", f"must be the non-empty id that /v1/predict answered, {what}")
@@ -248,6 +269,7 @@ def check_feedback(obj: Any, limits: Limits = Limits(), now: float | None = None
             raise RequestError(422, "items", f"must be an array of feedback events, got {json_type(items)}")
         if len(items) > limits.max_batch:
             raise RequestError(422, "items", f"too many: {len(items)} (max {limits.max_batch})")
+        _known_keys_only(obj, ("items",), "", '{"items": [event, ...]}')
         return [check_feedback_item(item, limits, f"items[{i}].", now) for i, item in enumerate(items)]
     return [check_feedback_item(obj, limits, "", now)]
 
@@ -264,9 +286,7 @@ def check_reload(obj: Any) -> str | None:
     """
     if type(obj) is not dict:
         raise RequestError(422, "body", f'must be a JSON object {{"model": DIR}}, got {json_type(obj)}')
-    unknown = sorted(set(obj) - {"model"})
-    if unknown:
-        raise RequestError(422, str(unknown[0])[:80] or "body", 'unknown key; the body is {"model": DIR}')
+    _known_keys_only(obj, ("model",), "", '{"model": DIR}')
     model = obj.get("model")
     if model is None:
         return None
