@@ -234,3 +234,30 @@ def test_duckdb_join_equals_the_python_join(tmp_path: Path, label: str, require:
         assert {**got, "engine": "python"} == want and examples[0] == examples[1]
     assert py_report.late_feedback > 0 and py_report.duplicate_decisions > 0 and py_report.scan.unreadable_files == 2
     assert py_report.conflicting_feedback > 0 and py_report.dropped["invalid request record"] > 0
+
+
+def test_join_cli_takes_several_folders_and_globs_and_refuses_bad_flags(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from irp.cli import app
+
+    for day in ("day1", "day2"):
+        (tmp_path / day).mkdir()
+        tricky_parquet_log(tmp_path / day, n=40 if day == "day1" else 30)
+    runner = CliRunner()
+    base = ["logs", "join", "--out", str(tmp_path / "o.parquet")]
+    both = runner.invoke(app, [*base, "--log-dir", str(tmp_path / "day1"), "--log-dir", str(tmp_path / "day2"),
+                               "--json", str(tmp_path / "r.json")])
+    assert both.exit_code == 0, both.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["engine"] == "duckdb" and report["scan"]["decision_files"] >= 2
+    assert report["records"] + sum(report["dropped"].values()) == report["decisions"] > 70  # both folders read
+    globbed = runner.invoke(app, [*base, "--log-dir", str(tmp_path / "day*"), "--json", str(tmp_path / "g.json")])
+    assert globbed.exit_code == 0 and json.loads((tmp_path / "g.json").read_text()) == report
+    for flags, needle in ((["--feedback-window-s", "0"], "--feedback-window-s"),
+                          (["--feedback-window-s", "-5"], "--feedback-window-s"),
+                          (["--memory-limit", "lots"], "--memory-limit"), (["--engine", "spark"], "--engine")):
+        bad = runner.invoke(app, [*base, "--log-dir", str(tmp_path / "day1"), *flags])
+        assert bad.exit_code == 2 and needle in bad.output, bad.output
+    nothing = runner.invoke(app, [*base, "--log-dir", str(tmp_path / "nope*")])
+    assert nothing.exit_code == 2 and "matches nothing" in nothing.output
