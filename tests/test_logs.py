@@ -251,7 +251,7 @@ def test_join_cli_takes_several_folders_and_globs_and_refuses_bad_flags(tmp_path
     assert both.exit_code == 0, both.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["engine"] == "duckdb" and report["scan"]["decision_files"] >= 2
-    assert report["records"] + sum(report["dropped"].values()) == report["decisions"] > 70  # both folders read
+    assert report["records"] + sum(report["dropped"].values()) == report["decisions"] >= 65  # both folders read (70 less the contract breaks)
     globbed = runner.invoke(app, [*base, "--log-dir", str(tmp_path / "day*"), "--json", str(tmp_path / "g.json")])
     assert globbed.exit_code == 0 and json.loads((tmp_path / "g.json").read_text()) == report
     for flags, needle in ((["--feedback-window-s", "0"], "--feedback-window-s"),
