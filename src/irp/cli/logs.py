@@ -13,7 +13,6 @@ from irp.cli.common import (
     err_console,
     fail,
     load_classifier,
-    load_or_fail,
     write_json,
 )
 
@@ -136,8 +135,13 @@ def logs_join(
 
 @app.command("policy-eval")
 def policy_eval(
-    logs: Path = typer.Option(..., "--logs", help="Output of `irp logs join --label tap`."),
-    model: Path = typer.Option(..., "--model", help="Candidate model artifact directory."),
+    logs: Path = typer.Option(..., "--logs", help="Output of `irp logs join --label tap` (read in batches)."),
+    model: Path | None = typer.Option(None, "--model", help="Candidate model artifact directory (scores the log)."),
+    scores: Path | None = typer.Option(
+        None, "--scores",
+        help="Instead of --model: the candidate's scores of this log, `irp predict` output (id, probability) in "
+             "the log's row order (e.g. scored on a cluster with --engine ray); needs --threshold.",
+    ),
     threshold: float | None = typer.Option(None, "--threshold", help="Candidate threshold (default: its own)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the estimates here as JSON."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the intervals."),
@@ -156,7 +160,7 @@ def policy_eval(
     from rich.markup import escape
     from rich.table import Table
 
-    from irp.logs.policy_eval import PolicyEvalError, evaluate_candidate
+    from irp.logs.policy_eval import PolicyEvalError
 
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         fail(f"--threshold must be in [0, 1], got {threshold}")
@@ -164,16 +168,37 @@ def policy_eval(
         fail("--n-boot must be at least 10")
     if resample not in ("session", "record"):
         fail(f"--resample must be session or record, got {resample!r}")
-    records = load_or_fail(logs, "logs")
-    clf = load_classifier(model, runtime)
-    thr = clf.threshold_ if threshold is None else threshold
-    probs = clf.predict_proba(records)
+    if (model is None) == (scores is None):
+        fail("give --model (the candidate, scores the log) or --scores (its precomputed scores), one of them")
+    if scores is not None and threshold is None:
+        fail("--scores needs --threshold (the candidate's operating point)")
+    if not logs.is_file():
+        fail(f"--logs {escape(str(logs))}: no such file")
+    if scores is not None and not scores.is_file():
+        fail(f"--scores {escape(str(scores))}: no such file")
+    from irp.data.io import DataFileError, progress_bar
+    from irp.logs.policy_eval import evaluate_arrays, stream_log
+
+    score = None
+    thr = threshold
+    if model is not None:
+        clf = load_classifier(model, runtime)
+        thr = clf.threshold_ if threshold is None else threshold
+        score = clf.predict_proba
     try:
-        report = evaluate_candidate(records, probs, thr, n_boot=n_boot, seed=seed, resample=resample)
+        with progress_bar("reading the log", None) as update:
+            streamed = stream_log(logs, score=score, scores=scores, progress=update)
+        if not streamed.n:
+            fail(f"--logs {escape(str(logs))}: no records")
+        report = evaluate_arrays(streamed.logs, streamed.probabilities, thr, streamed.sessions,  # type: ignore[arg-type]
+                                 n_boot=n_boot, seed=seed, resample=resample)
     except PolicyEvalError as e:
         fail(escape(str(e)), 1)
-    except ValueError as e:
+    except (ValueError, DataFileError) as e:
         fail(escape(f"{logs}: {e}"))
+    if resample == "session" and streamed.sessions is None:
+        report["resampled_note"] = "some records lack a session_id: resampled records (intervals may be too narrow)"
+    report["scores"] = None if scores is None else str(scores)
     report["model"], report["logs"] = str(model), str(logs)
 
     def fmt(value: float, ci: list[float], scale: str) -> str:
@@ -182,7 +207,7 @@ def policy_eval(
         return f"{value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
 
     table = Table("quantity", "candidate IPS", "candidate SNIPS", "logging policy (measured)",
-                  title=f"policy-eval of {escape(str(model))} at threshold {thr:.4g} on {report['n']:,} logged requests")
+                  title=f"policy-eval of {escape(str(model or scores))} at threshold {thr:.4g} on {report['n']:,} logged requests")
     rows = (("offer_rate", "offer rate", "%"), ("precision", "precision of offers (tap)", "%"),
             ("accepts_per_1000", "accepts per 1,000 requests", ""),
             ("live_precision", "live precision (accepted / offers)", "%"))
