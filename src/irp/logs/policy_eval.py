@@ -202,7 +202,11 @@ def stream_log(path: str | Path, score: Callable[[list[dict[str, Any]]], np.ndar
     column = pa.chunked_array(sessions, pa.string()) if sessions else pa.chunked_array([], pa.string())
     codes = None
     if n and column.null_count == 0 and not pc.any(pc.equal(column, "")).as_py():
-        codes = column.dictionary_encode().combine_chunks().indices.to_numpy().astype(np.int64)
+        encoded = column.dictionary_encode().combine_chunks()
+        # Codes in sorted key order, as irp.offpolicy.cluster_codes numbers them: the same bootstrap draws.
+        rank = np.empty(len(encoded.dictionary), dtype=np.int64)
+        rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(encoded.dictionary))
+        codes = rank[encoded.indices.to_numpy()]
     logs = _checked(_concat(parts))
     return StreamedLog(logs, np.concatenate(probs) if probs else np.zeros(0), codes, n)
 
