@@ -18,8 +18,10 @@ Stages (each merges its keys into DIR/logs_scale.json, so a stage can be rerun a
 - `policy_eval`: `irp policy-eval --scores` on the joined log (the candidate's probabilities precomputed by a
   vectorised stand-in scorer, because scoring 10M records on 2 cores is `predict`'s job, measured below):
   `policy_eval_s`, `policy_eval_peak_rss_mb`.
+- `validate`: `irp validate` on the 1M joined Parquet (streamed): `validate_s_1m`, `validate_peak_rss_mb_1m`.
+- `model`: unless `--model` is given, MiniLM-L6 trained briefly (30 steps) on simulated records, ONNX int8.
 - `predict`: records/s of `irp predict` on `--n-predict` joined records, single process and `--engine ray`
-  with 2 actors, with the model given by `--model` (ONNX int8 where exported).
+  with 2 actors, ONNX int8 (`--runtime`).
 
 Every measurement names the machine it ran on (`machine`).
 """
@@ -290,9 +292,35 @@ def stage_policy_eval(out: Path, args: argparse.Namespace) -> dict[str, Any]:
             "policy_eval_n_boot": args.n_boot}
 
 
+def stage_model(out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """A real model to score with when --model is not given: MiniLM-L6 trained briefly on simulated records,
+    exported to ONNX int8 (throughput does not depend on how well it was trained)."""
+    model = out / "model"
+    if not (model / "config.json").is_file():
+        for name, n, seed in (("train", 3000, 10), ("valid", 1000, 11)):
+            subprocess.run([*IRP, "simulate", "--n", str(n), "--seed", str(seed), "--out", str(out / f"{name}.jsonl")],
+                           check=True, env=ENV, stdout=subprocess.DEVNULL)
+        subprocess.run([*IRP, "train", "--train", str(out / "train.jsonl"), "--valid", str(out / "valid.jsonl"),
+                        "--out", str(model), "--backbone", "minilm-l6", "--max-steps", "30", "--batch-size", "32",
+                        "--device", "cpu"], check=True, env=ENV, stdout=subprocess.DEVNULL)
+        subprocess.run([*IRP, "export-onnx", "--model", str(model), "--int8"], check=True, env=ENV,
+                       stdout=subprocess.DEVNULL)
+    args.model = model
+    return {"model": str(model), "model_backbone": "minilm-l6"}
+
+
+def stage_validate(out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    joined = out / "joined_1m_new.parquet"
+    run = timed([*IRP, "validate", str(joined)], out / "validate_1m.log")
+    return {"validate_s_1m": run["seconds"], "validate_peak_rss_mb_1m": run["peak_rss_mb"], "validate_rc_1m": run["rc"],
+            "validate_records_per_s": round(1_000_000 / run["seconds"], 1)}
+
+
 def stage_predict(out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    if args.model is None and (out / "model" / "config.json").is_file():
+        args.model = out / "model"
     if args.model is None:
-        return {"predict_note": "no --model given: predict stage skipped"}
+        return {"predict_note": "no --model given (run the model stage): predict stage skipped"}
     sample = out / "predict_in.parquet"
     table = pq.ParquetFile(out / "joined_1m_new.parquet").read_row_groups([0]).slice(0, args.n_predict)
     pq.write_table(table, sample)
@@ -315,11 +343,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000_000)
     parser.add_argument("--n-compare", type=int, default=1_000_000)
     parser.add_argument("--n-predict", type=int, default=5_000)
-    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--memory-limit", default=None)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--runtime", default="onnx")
-    parser.add_argument("--stages", default="generate,compare,join,policy_eval,predict")
+    parser.add_argument("--stages", default="generate,compare,join,policy_eval,validate,model,predict")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "logs_scale.json"
@@ -328,6 +356,7 @@ def main() -> None:
     pool = request_pool(args.out)
     stages = {"generate": lambda: stage_generate(args.out, args, pool), "compare": lambda: stage_compare(args.out, args, pool),
               "join": lambda: stage_join(args.out, args), "policy_eval": lambda: stage_policy_eval(args.out, args),
+              "validate": lambda: stage_validate(args.out, args), "model": lambda: stage_model(args.out, args),
               "predict": lambda: stage_predict(args.out, args)}
     for name in args.stages.split(","):
         print(f"== {name}", flush=True)
