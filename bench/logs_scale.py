@@ -14,6 +14,7 @@ Stages (each merges its keys into DIR/logs_scale.json, so a stage can be rerun a
   `old_join_s_1m` (today's in-memory join on the JSONL log, `irp logs join --engine python`) and
   `new_join_s_1m` (`irp logs join`, DuckDB, on the Parquet log), each a child process timed with its peak RSS
   (/usr/bin/time -v), and a check that both give the same records and counts.
+- `bytes`: bytes per decision of both layouts when requests rarely repeat (200,000 decisions, 200,000-request pool).
 - `join`: `irp logs join` on the big log -> DIR/joined.parquet: `join_s`, `join_peak_rss_mb`, `join_records_per_s`.
 - `policy_eval`: `irp policy-eval --scores` on the joined log (the candidate's probabilities precomputed by a
   vectorised stand-in scorer, because scoring 10M records on 2 cores is `predict`'s job, measured below):
@@ -260,6 +261,21 @@ def same_records(a: Path, b: Path) -> bool:
     return True
 
 
+def stage_bytes(out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Bytes per decision when requests rarely repeat: 200,000 decisions drawn from a pool of 200,000 simulated
+    requests (the main log draws from 20,000, which Parquet's dictionaries compress better)."""
+    n = 200_000
+    (out / "pool_200k").mkdir(exist_ok=True)
+    pool = request_pool(out / "pool_200k", n=n)
+    parquet, jsonl = out / "log_distinct", out / "log_distinct_jsonl"
+    for folder in (parquet, jsonl):
+        shutil.rmtree(folder, ignore_errors=True)
+    generate(parquet, n, pool, seed=4, chunk=100_000, jsonl=jsonl)
+    jsonl_b, parquet_b = folder_bytes(jsonl) / n, folder_bytes(parquet) / n
+    return {"bytes_per_decision_jsonl_distinct": round(jsonl_b, 1), "bytes_per_decision_parquet_distinct": round(parquet_b, 1),
+            "parquet_over_jsonl_distinct": round(parquet_b / jsonl_b, 4), "distinct_pool": n}
+
+
 def stage_join(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     run = timed([*IRP, "logs", "join", "--log-dir", str(out / "log_big"), "--out", str(out / "joined.parquet"),
                  "--json", str(out / "join_big.json"), *(["--memory-limit", args.memory_limit] if args.memory_limit else [])],
@@ -356,7 +372,7 @@ def main() -> None:
     pool = request_pool(args.out)
     stages = {"generate": lambda: stage_generate(args.out, args, pool), "compare": lambda: stage_compare(args.out, args, pool),
               "join": lambda: stage_join(args.out, args), "policy_eval": lambda: stage_policy_eval(args.out, args),
-              "validate": lambda: stage_validate(args.out, args), "model": lambda: stage_model(args.out, args),
+              "validate": lambda: stage_validate(args.out, args), "bytes": lambda: stage_bytes(args.out, args), "model": lambda: stage_model(args.out, args),
               "predict": lambda: stage_predict(args.out, args)}
     for name in args.stages.split(","):
         print(f"== {name}", flush=True)

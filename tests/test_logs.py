@@ -191,6 +191,8 @@ def tricky_parquet_log(folder: Path, n: int = 300) -> None:
             d["record"]["intent"] = None  # -> "unknown"
         if i % 50 == 4:
             d["propensity"] = 1.5  # breaks the contract
+        if i % 50 == 6:
+            d["record"]["products"], d["record"]["context"] = None, None  # absent: [] in the record
         decisions.append(d)
         if i % 40 == 5:
             decisions.append({**d, "model_version": "dup"})  # a repeated id: the first wins

@@ -102,7 +102,7 @@ _NORMALIZED = f"""(
     AND (record.intent IS NULL OR (record.intent <> '' AND NOT regexp_matches(record.intent, {_EDGE_WS})))
     AND (d.session_id IS NULL OR NOT regexp_matches(d.session_id, {_ALL_WS}))
     AND coalesce(list_bool_and(list_transform(record.context, lambda c: c IS NOT NULL)), true)
-    AND coalesce(len(record.products), 0) <= {MAX_PRODUCTS}
+    AND record.products IS NOT NULL AND len(record.products) <= {MAX_PRODUCTS}
     AND coalesce(list_bool_and(list_transform(record.products, lambda p:
           p IS NOT NULL AND p.title IS NOT NULL AND NOT regexp_matches(p.title, {_ALL_WS})
           AND (p.price IS NULL OR (isfinite(p.price) AND p.price >= 0))
@@ -328,14 +328,14 @@ def _checked(batch: pa.RecordBatch, report: JoinReport) -> pa.Table:
     table = pa.Table.from_batches([batch]).drop_columns(["normalized"])
     if pc.all(normalized).as_py() is not False and normalized.null_count == 0:
         keep = table
-    else:
-        rows = table.to_pylist()
+    else:  # rare: some requests are not normalized; validate_record normalizes them or they are dropped
         kept = []
-        for row, ok in zip(rows, normalized.to_pylist()):
+        for row, ok in zip(table.to_pylist(), normalized.to_pylist()):
+            row["products"] = decode_products(row["products"])
             if not ok:
                 request = {"id": row["id"], "session_id": row["session_id"],
-                           "record": {k: row[k] for k in ("utterance", "intent", "context", "screen_available")}}
-                request["record"]["products"] = decode_products(row["products"])
+                           "record": {k: row[k] for k in ("utterance", "intent", "context", "products",
+                                                          "screen_available")}}
                 try:
                     clean = _request(request)
                 except RecordError as e:
@@ -343,15 +343,12 @@ def _checked(batch: pa.RecordBatch, report: JoinReport) -> pa.Table:
                     if len(report.examples) < MAX_EXAMPLES:
                         report.examples.append(f"decision {row['id']!r}: {e}")
                     continue
-                row.update({k: clean[k] for k in ("utterance", "intent", "context", "screen_available", "session_id")})
-                row["products"] = clean["products"]
-                row["_decoded"] = True
+                row.update({k: clean[k] for k in ("utterance", "intent", "context", "products", "screen_available",
+                                                  "session_id")})
             kept.append(row)
-        products = encode_products([r["products"] if r.get("_decoded") else decode_products(r["products"])
-                                    for r in kept])
         columns = {name: pa.array([r[name] for r in kept], type=table.schema.field(name).type)
                    for name in table.schema.names if name != "products"}
-        columns["products"] = products
+        columns["products"] = encode_products([r["products"] for r in kept])
         keep = pa.table({name: columns[name] for name in table.schema.names})
         has_feedback = keep.column("has_feedback")
     report.records += keep.num_rows
