@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import subprocess
-import sys
 import time
 from pathlib import Path
 

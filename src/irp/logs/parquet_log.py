@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -99,12 +98,3 @@ def table_to_events(kind: str, table: pa.Table | pa.RecordBatch) -> list[dict[st
         if kind == "decision" and type(row.get("record")) is dict:
             row["record"]["products"] = decode_products(row["record"].get("products"))
     return rows
-
-
-def log_parquet_files(folder: Path, kind: str) -> list[Path]:
-    """The complete Parquet files of `kind` under `folder`, in path order (partition, then name)."""
-    root = folder / KIND_DIRS[kind]
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.glob("date=*/hour=*/*.parquet") if not p.name.startswith(".")),
-                  key=lambda p: p.as_posix())
