@@ -19,6 +19,7 @@ A Parquet file that cannot be read (truncated, corrupt, another schema) is count
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -224,6 +225,34 @@ def _reset(report: JoinReport) -> None:
     report.__dict__.update(fresh.__dict__)
 
 
+def _source(con: Any, kind: str, paths: Sequence[Path]) -> str:
+    """SQL of the rows of `paths` (Parquet log files of `kind`) with their file order, row number and the first
+    contract rule each breaks (`reason`, NULL when none)."""
+    columns = ", ".join(f'"{name}"' for name in SCHEMAS[kind].names)
+    reason = _decision_reason() if kind == "decision" else _FEEDBACK_REASON
+    if paths:
+        return (f"SELECT f.file_index, s.file_row_number + 1 AS row_no, {columns}, {reason} AS reason "
+                f"FROM read_parquet({_sql_list(paths)}, filename = true, file_row_number = true, "
+                f"union_by_name = true, hive_partitioning = false) s JOIN files f ON f.path = s.filename")
+    con.register(f"empty_{kind}", pa.table({f.name: pa.array([], f.type) for f in SCHEMAS[kind]}))
+    return f"SELECT 0 AS file_index, 0::BIGINT AS row_no, {columns}, NULL::VARCHAR AS reason FROM empty_{kind}"
+
+
+def _segments(con: Any) -> list[list[int]]:
+    """The decision files in groups whose decision-time ranges do not overlap, in time order: sorting each
+    group on its own gives the global order (decision time, then file order) without one external sort of
+    every record (a server's files cover one hour each, so a group is about an hour)."""
+    groups: list[list[int]] = []
+    high = -math.inf
+    for index, low, top in con.execute("SELECT file_index, min(ts), max(ts) FROM lab GROUP BY file_index "
+                                       "ORDER BY min(ts), file_index").fetchall():
+        if low > high or not groups:
+            groups.append([])
+        groups[-1].append(index)
+        high = max(high, top)
+    return groups
+
+
 def _run(con: Any, inputs: _Inputs, scan: LogScan, report: JoinReport, out: str | Path | None, label: Label,
          require_feedback: bool, window_s: float | None, progress: Callable[[int, int], None] | None) -> None:
     scan.decision_lines = scan.feedback_lines = 0
@@ -232,18 +261,8 @@ def _run(con: Any, inputs: _Inputs, scan: LogScan, report: JoinReport, out: str 
     con.execute("CREATE TEMP TABLE files (path VARCHAR, file_index INTEGER)")
     if inputs.order:
         con.executemany("INSERT INTO files VALUES (?, ?)", inputs.order)
-    for kind, reason in (("decision", _decision_reason()), ("feedback", _FEEDBACK_REASON)):
-        columns = ", ".join(f'"{name}"' for name in SCHEMAS[kind].names)
-        if inputs.paths[kind]:
-            source = (f"SELECT f.file_index, s.file_row_number + 1 AS row_no, {columns}, {reason} AS reason "
-                      f"FROM read_parquet({_sql_list(inputs.paths[kind])}, filename = true, file_row_number = true, "
-                      f"union_by_name = true, hive_partitioning = false) s JOIN files f ON f.path = s.filename")
-        else:  # an empty relation of the same columns
-            empty = pa.table({**{f.name: pa.array([], f.type) for f in SCHEMAS[kind]}})
-            con.register(f"empty_{kind}", empty)
-            source = (f"SELECT 0 AS file_index, 0::BIGINT AS row_no, {columns}, NULL::VARCHAR AS reason "
-                      f"FROM empty_{kind}")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW raw_{kind} AS {source}")
+    for kind in ("decision", "feedback"):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW raw_{kind} AS {_source(con, kind, inputs.paths[kind])}")
     # One pass over each kind's files: the slim columns of valid rows, the reasons of the others.
     con.execute("""CREATE OR REPLACE TEMP TABLE dec AS SELECT file_index, row_no, id, ts, suggest_switch AS offered,
                    eligible, explored, propensity, reason FROM raw_decision""")
@@ -294,7 +313,7 @@ def _run(con: Any, inputs: _Inputs, scan: LogScan, report: JoinReport, out: str 
                     coalesce(e.tap, false)::TINYINT AS tap,
                     CASE WHEN d.offered THEN coalesce(e.acc, false)::TINYINT END AS accepted,
                     {has_feedback} AS has_feedback
-                    FROM firsts d LEFT JOIN ev e USING (id)""")
+                    FROM firsts d LEFT JOIN ev e USING (id) ORDER BY d.file_index, d.row_no""")  # by file: each group reads a range
     if label == "accept":
         (n,), = con.execute("SELECT count(*) FROM lab WHERE NOT offered").fetchall()
         if n:
@@ -309,16 +328,23 @@ def _run(con: Any, inputs: _Inputs, scan: LogScan, report: JoinReport, out: str 
     if not inputs.paths["decision"] or not total:
         return
     label_column = "l.tap" if label == "tap" else "l.accepted"
-    query = f"""SELECT d.id, record.utterance AS utterance, coalesce(record.intent, '{UNKNOWN_INTENT}') AS intent,
+    paths = dict((index, Path(path)) for path, index in inputs.order)
+
+    def group_batches(group: list[int]) -> Any:
+        wanted = ", ".join(map(str, group))
+        query = f"""SELECT d.id, record.utterance AS utterance, coalesce(record.intent, '{UNKNOWN_INTENT}') AS intent,
                 coalesce(record.context, []::VARCHAR[]) AS context, record.products AS products,
                 {label_column} AS label, record.screen_available AS screen_available, d.session_id AS session_id,
                 NULL::TINYINT AS true_intent, l.tap, l.accepted, d.suggest_switch AS offered, d.propensity, d.eligible,
                 d.explored, d.probability AS logged_probability, d.threshold AS logged_threshold, d.model_version, d.ts,
                 NULL::VARCHAR AS {EXTRA_COLUMN}, l.has_feedback, {_NORMALIZED} AS normalized
-                FROM raw_decision d JOIN lab l USING (file_index, row_no)
+                FROM ({_source(con, "decision", [paths[i] for i in group])}) d
+                JOIN (SELECT * FROM lab WHERE file_index IN ({wanted})) l USING (file_index, row_no)
                 ORDER BY d.ts, d.file_index, d.row_no"""
-    result = con.sql(query).to_arrow_reader(OUTPUT_BATCH_ROWS)
-    _write(result, out, report, total, progress)
+        yield from con.sql(query).to_arrow_reader(OUTPUT_BATCH_ROWS)
+
+    batches = (batch for group in _segments(con) for batch in group_batches(group))
+    _write(batches, out, report, total, progress)
 
 
 def _checked(batch: pa.RecordBatch, report: JoinReport) -> pa.Table:
