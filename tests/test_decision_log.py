@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
+from irp.logs.parquet_log import PARQUET_NAME
 from irp.logs.reader import FILE_PATTERN, scan_log_dir
 from irp.serve.decision_log import DecisionLog, LogDirError, check_log_dir, recover_orphans
 
@@ -35,13 +38,20 @@ def fb(i: int) -> dict:
 
 
 def files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(complete files, dot-files) in the folder."""
-    names = sorted(folder.iterdir())
+    """(complete Parquet files, dot-files) anywhere under the folder."""
+    names = sorted(p for p in folder.rglob("*") if p.is_file())
     return [p for p in names if not p.name.startswith(".")], [p for p in names if p.name.startswith(".")]
 
 
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert condition()
+
+
 def test_rotation_by_size_keeps_every_file_whole_and_in_order(tmp_path: Path) -> None:
-    log = DecisionLog(tmp_path, rotate_bytes=4_000, flush_interval=0.01)
+    log = DecisionLog(tmp_path, rotate_bytes=4_000, flush_interval=0.01, replica_id="pod/a 1", row_group_rows=7)
     for start in range(0, 300, 30):
         log.submit("decision", [event(i) for i in range(start, start + 30)])
         log.submit("feedback", [fb(i) for i in range(start, start + 30)])
@@ -50,30 +60,56 @@ def test_rotation_by_size_keeps_every_file_whole_and_in_order(tmp_path: Path) ->
     complete, dots = files(tmp_path)
     assert not dots and stats["written"] == {"decision": 300, "feedback": 300} and stats["dropped"] == {
         "decision": 0, "feedback": 0}
-    decision_files = [p for p in complete if p.name.startswith("decisions-")]
-    assert len(decision_files) >= 5 and all(FILE_PATTERN.match(p.name) for p in complete)
-    line = len(json.dumps(event(0), separators=(",", ":")))
-    assert all(p.stat().st_size <= 4_000 + line for p in complete)  # rotated at a line boundary past the size
+    assert stats["replica_id"] == "pod_a_1" and stats["files_completed"] == len(complete)
+    decision_files = [p for p in complete if "kind=decision" in p.parts]
+    assert len(decision_files) >= 5
+    for path in complete:  # DIR/kind=K/date=1970-01-01/hour=00/<replica>-<uuid>.parquet, zstd, whole
+        rel = path.relative_to(tmp_path).parts
+        assert rel[0] in ("kind=decision", "kind=feedback") and rel[1:3] == ("date=1970-01-01", "hour=00")
+        assert PARQUET_NAME.match(path.name) and path.name.startswith("pod_a_1-")
+        meta = pq.ParquetFile(path).metadata
+        assert meta.row_group(0).column(0).compression == "ZSTD" and meta.metadata[b"irp.log.schema"] == b"2"
     decisions, feedback, scan = scan_log_dir(tmp_path)
-    assert [d["id"] for d in decisions] == [f"r{i}" for i in range(300)]  # name order = write order
+    assert [d["id"] for d in decisions] == [f"r{i}" for i in range(300)]  # path order = write order
+    assert decisions[0] == {**event(0), "schema": 2}  # every field back as submitted
     assert len(feedback) == 300 and scan.torn_lines == scan.invalid_lines == scan.foreign_files == 0
 
 
+def test_events_go_to_the_partition_of_their_hour_and_duckdb_reads_them_in_place(tmp_path: Path) -> None:
+    duckdb = pytest.importorskip("duckdb", reason="duckdb is a core dependency: pip install -e .")
+    log = DecisionLog(tmp_path, flush_interval=0.01)
+    hour = 3600.0
+    batch = [{**event(i), "ts": 1_764_000_000.0 + (i % 3) * hour} for i in range(30)]
+    batch[0]["record"]["products"] = [{"title": "Boot", "color": "red", "size": ["40", "41"], "price": 120},
+                                      {"title": "Lamp", "price": 9.5}]
+    log.submit("decision", batch)
+    log.close()
+    parts = sorted({p.parent.relative_to(tmp_path).as_posix() for p in files(tmp_path)[0]})
+    assert parts == ["kind=decision/date=2025-11-24/hour=16", "kind=decision/date=2025-11-24/hour=17",
+                     "kind=decision/date=2025-11-24/hour=18"]
+    con = duckdb.connect()
+    source = f"read_parquet('{tmp_path}/kind=decision/**/*.parquet', hive_partitioning = true)"
+    assert con.execute(f"SELECT count(*) FROM {source}").fetchall() == [(30,)]
+    assert con.execute(f"SELECT count(*) FROM {source} WHERE date = '2025-11-24' AND hour = '17'").fetchall() == [(10,)]
+    rows = con.execute(f"SELECT id, p.title, p.price, p.attributes['color'], p.list_attributes['size'] FROM {source}, "
+                       "unnest(record.products) AS t(p) ORDER BY p.title").fetchall()
+    assert rows == [("r0", "Boot", 120.0, "red", ["40", "41"]), ("r0", "Lamp", 9.5, None, None)]
+    assert scan_log_dir(tmp_path)[0][0]["record"]["products"][0] == batch[0]["record"]["products"][0]  # 120 stays int
+
+
 def test_rotation_by_time_completes_an_idle_file(tmp_path: Path) -> None:
-    log = DecisionLog(tmp_path, rotate_seconds=0.3, flush_interval=0.02)
+    log = DecisionLog(tmp_path, rotate_seconds=0.5, flush_interval=0.02)
     log.submit("decision", [event(i) for i in range(5)])
-    time.sleep(0.1)
+    wait_for(lambda: log.stats()["written"]["decision"] == 5)
     complete, dots = files(tmp_path)
-    assert not complete and len(dots) == 1  # being written: invisible to readers
-    assert scan_log_dir(tmp_path)[2].in_progress_files == 1 and not scan_log_dir(tmp_path)[0]
-    deadline = time.monotonic() + 5
-    while not files(tmp_path)[0] and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert not complete and len(dots) == 2  # the Parquet file being written and its journal: invisible to readers
+    assert scan_log_dir(tmp_path)[2].in_progress_files == 2 and not scan_log_dir(tmp_path)[0]
+    wait_for(lambda: bool(files(tmp_path)[0]) and not files(tmp_path)[1])
     complete, dots = files(tmp_path)
-    assert len(complete) == 1 and not dots  # rotated by age with no new event
+    assert len(complete) == 1 and not dots  # rotated by age with no new event; the journal is gone
     log.submit("decision", [event(5)])
     log.close()
-    assert [d["id"] for d in scan_log_dir(tmp_path)[0]] == [f"r{i}" for i in range(6)]
+    assert sorted(d["id"] for d in scan_log_dir(tmp_path)[0]) == [f"r{i}" for i in range(6)]
     assert len(files(tmp_path)[0]) == 2
 
 
@@ -106,7 +142,43 @@ def test_close_drains_the_queue_and_is_idempotent(tmp_path: Path) -> None:
     assert len({d["id"] for d in decisions}) == 2000 and scan.in_progress_files == 0
 
 
-def test_orphaned_temporary_file_is_recovered_whole(tmp_path: Path) -> None:
+KILLED_WRITER = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from test_decision_log import event
+from irp.serve.decision_log import DecisionLog
+log = DecisionLog(sys.argv[1], flush_interval=0.01, row_group_rows=100)
+log.submit("decision", [event(i) for i in range(250)])
+while log.stats()["written"]["decision"] < 250:
+    time.sleep(0.01)
+print("written", flush=True)
+time.sleep(60)
+"""
+
+
+def test_sigkill_loses_nothing_written_the_journal_rebuilds_the_file(tmp_path: Path) -> None:
+    # A Parquet file is unreadable without its footer: the journal is what a SIGKILL leaves behind.
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path), str(Path(__file__).parent)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "written"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    complete, dots = files(tmp_path)
+    assert not complete and {p.name.endswith((".parquet.tmp", ".journal.jsonl")) for p in dots} == {True}
+    journal = next(p for p in dots if p.name.endswith(".journal.jsonl"))
+    with open(journal, "ab") as handle:
+        handle.write(b'{"schema":1,"kind":"decis')  # as if killed mid-line
+    got = recover_orphans(tmp_path)
+    assert got["files"] == 1 and got["lines"] == 250 and got["torn_bytes"] > 0
+    complete, dots = files(tmp_path)
+    assert len(complete) == 1 and not dots and complete[0].name == journal.name[1:].rsplit(".", 3)[0] + ".parquet"
+    decisions, _, scan = scan_log_dir(tmp_path)
+    assert [d["id"] for d in decisions] == [f"r{i}" for i in range(250)] and scan.in_progress_files == 0
+
+
+def test_orphaned_legacy_jsonl_file_is_recovered_whole(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid that no longer runs
     name = f"decisions-20261203T101500123456Z-{dead.pid}-000003.jsonl"
@@ -118,7 +190,7 @@ def test_orphaned_temporary_file_is_recovered_whole(tmp_path: Path) -> None:
     assert got["files"] == 1 and got["lines"] == 3 and got["torn_bytes"] > 0
     decisions, _, scan = scan_log_dir(tmp_path)
     assert len(decisions) == 3 and scan.torn_lines == 0 and scan.in_progress_files == 0
-    assert (tmp_path / name).is_file()
+    assert (tmp_path / name).is_file() and FILE_PATTERN.match(name)
 
 
 def test_unusable_folders_are_refused(tmp_path: Path) -> None:

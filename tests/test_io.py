@@ -26,6 +26,7 @@ from irp.data.io import (
     load_records,
     write_records,
 )
+from irp.data.nested import PRODUCTS_TYPE, decode_products
 from irp.schema import RecordError, validate_record
 
 GoodRecord = Callable[[int], dict[str, Any]]
@@ -128,12 +129,12 @@ def test_parquet_encoding_and_row_groups(tmp_path: Path, good_record: GoodRecord
     assert write_records(path, iter(records), total=len(records), progress=True) == 1000
     parquet = pq.ParquetFile(path)
     schema = parquet.schema_arrow
-    assert schema.field("products").type == pa.string() and schema.field("context").type == pa.list_(pa.string())
+    assert schema.field("products").type == PRODUCTS_TYPE and schema.field("context").type == pa.list_(pa.string())
     assert schema.field("label").type == pa.int8() and schema.field("screen_available").type == pa.bool_()
     sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
     assert sum(sizes) == 1000 and max(sizes) <= 270 and len(sizes) >= 4  # row groups flushed as it streams
     first = parquet.read_row_group(0).to_pylist()[0]
-    assert json.loads(first["products"]) == records[0]["products"] and first["__extra_json__"] == '{"meta":{"source":"test","rank":[0,null]}}'
+    assert decode_products(first["products"]) == records[0]["products"] and first["__extra_json__"] == '{"meta":{"source":"test","rank":[0,null]}}'
     assert load_records(path) == records
 
 
@@ -263,6 +264,35 @@ def test_parquet_from_other_tools_loads(tmp_path: Path) -> None:
         ("1", [{"title": "Sofa", "color": "red", "price": 10.0}], "eu"),
         ("2", [{"title": "Lamp"}], None),
     ]
+
+
+def test_parquet_of_older_versions_with_json_products_loads(tmp_path: Path, good_record: GoodRecord) -> None:
+    # irp before nested products wrote `products` as a JSON string column; such files keep loading.
+    records = normalized([UNICODE, *(good_record(i) for i in range(5))])
+    batch = dio._record_batch(records)
+    old = batch.set_column(batch.schema.get_field_index("products"), "products",
+                           pa.array([json.dumps(r["products"]) for r in records], type=pa.string()))
+    pq.write_table(pa.Table.from_batches([old]), tmp_path / "old.parquet")
+    assert pq.read_schema(tmp_path / "old.parquet").field("products").type == pa.string()
+    assert load_records(tmp_path / "old.parquet") == records
+
+
+def test_duckdb_unnests_and_filters_products_in_place(tmp_path: Path) -> None:
+    duckdb = pytest.importorskip("duckdb", reason="duckdb is a core dependency: pip install -e .")
+    records = normalized([
+        {"id": "a", "utterance": "red boots", "products": [
+            {"title": "Boot", "color": "red", "size": ["40", "41"], "price": 120},
+            {"title": "Shoe", "color": "blue", "price": 9.5}]},
+        {"id": "b", "utterance": "lamp", "products": [{"title": "Lamp", "brand": "zed"}]},
+    ])
+    path = tmp_path / "r.parquet"
+    write_records(path, records)
+    con = duckdb.connect()
+    rows = con.execute(
+        f"SELECT id, p.title, p.price, p.attributes['color'] AS color, p.list_attributes['size'] AS size "
+        f"FROM read_parquet('{path}'), unnest(products) AS t(p) WHERE p.attributes['color'] = 'red'").fetchall()
+    assert rows == [("a", "Boot", 120.0, "red", ["40", "41"])]
+    assert con.execute(f"SELECT count(*) FROM read_parquet('{path}'), unnest(products) AS t(p)").fetchone() == (3,)
 
 
 def test_progress_flag_reads_the_same(tmp_path: Path, good_record: GoodRecord) -> None:

@@ -255,3 +255,39 @@ def test_policy_eval_cli(candidate: Path, tmp_path: Path) -> None:
     proc = subprocess.run(IRP + ["policy-eval", "--logs", str(tmp_path / "plain.jsonl"), "--model", str(candidate)],
                           capture_output=True, text=True, env=ENV)
     assert proc.returncode == 2 and "logs join" in proc.stderr
+
+
+def test_policy_eval_streams_jsonl_and_joined_parquet_with_scores(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from irp.cli import app
+    from irp.data.nested import encode_product
+    from irp.logs.duck import JOINED_SCHEMA
+    from irp.logs.policy_eval import STREAM_ROWS, evaluate_arrays, stream_log
+
+    records = _joined(900, explore=0.3, seed=4)
+    probs = np.round(np.random.default_rng(1).random(900), 6)
+    want = evaluate_candidate(records, probs, 0.5, n_boot=60)
+    write_records(tmp_path / "joined.jsonl", records)
+    rows = [{**r, "products": [encode_product(p) for p in r["products"]]} for r in records]
+    pq.write_table(pa.Table.from_pylist(rows, schema=JOINED_SCHEMA), tmp_path / "joined.parquet", row_group_size=128)
+    pq.write_table(pa.table({"id": [r["id"] for r in records], "probability": probs}), tmp_path / "scores.parquet")
+    by_id = dict(zip([r["id"] for r in records], probs))
+    for logs, kwargs in ((tmp_path / "joined.parquet", {"scores": tmp_path / "scores.parquet"}),  # typed columns
+                         (tmp_path / "joined.jsonl", {"scores": tmp_path / "scores.parquet"}),
+                         (tmp_path / "joined.jsonl", {"score": lambda rs: np.array([by_id[r["id"]] for r in rs])})):
+        streamed = stream_log(logs, **kwargs)
+        got = evaluate_arrays(streamed.logs, streamed.probabilities, 0.5, streamed.sessions, n_boot=60)
+        assert got == want and streamed.n == 900 < STREAM_ROWS * 2
+    pq.write_table(pa.table({"id": [r["id"] for r in records][::-1], "probability": probs}), tmp_path / "wrong.parquet")
+    with pytest.raises(ValueError, match="does not match the log row by row: row 1"):
+        stream_log(tmp_path / "joined.parquet", scores=tmp_path / "wrong.parquet")
+    runner = CliRunner()
+    base = ["policy-eval", "--logs", str(tmp_path / "joined.parquet"), "--scores", str(tmp_path / "scores.parquet")]
+    done = runner.invoke(app, [*base, "--threshold", "0.5", "--n-boot", "60", "--json", str(tmp_path / "pe.json")])
+    assert done.exit_code == 0, done.output
+    report = json.loads((tmp_path / "pe.json").read_text())
+    assert report["precision"]["snips"] == pytest.approx(want["precision"]["snips"]) and report["n"] == 900
+    assert runner.invoke(app, base).exit_code == 2  # --scores needs --threshold

@@ -83,7 +83,7 @@ def test_feedback_single_and_batch_are_logged(engine: Engine, tmp_path: Path) ->
     log.close()
     _, feedback, scan = scan_log_dir(tmp_path)
     assert len(feedback) == 11 and scan.invalid_lines == 0
-    assert feedback[0] == {"schema": 1, "kind": "feedback", "id": "a1", "event": "offer_accepted",
+    assert feedback[0] == {"schema": 2, "kind": "feedback", "id": "a1", "event": "offer_accepted",
                            "ts": 1_700_000_000.5, "received_ts": feedback[0]["received_ts"]}
     assert feedback[-1]["id"] == "42" and feedback[1]["ts"] == feedback[1]["received_ts"]  # ts defaults to receipt
 

@@ -143,6 +143,25 @@ def test_sigterm_during_load_loses_no_event(sigterm_run: dict) -> None:
     assert len(sigterm_run["reloads"]) == 1  # SIGHUP re-read the folder, no request failed meanwhile
 
 
+def test_duckdb_reads_the_served_log_in_place(sigterm_run: dict) -> None:
+    import duckdb
+
+    folder = sigterm_run["log_dir"]
+    con = duckdb.connect()
+    decisions = f"read_parquet('{folder}/kind=decision/**/*.parquet', hive_partitioning = true)"
+    assert con.execute(f"SELECT count(*) FROM {decisions}").fetchall() == [(len(sigterm_run["answered"]),)]
+    per_hour = con.execute(f"SELECT date, hour, count(*) FROM {decisions} GROUP BY ALL ORDER BY ALL").fetchall()
+    for date, hour, count in per_hour:  # the partition filter selects exactly that hour's decisions
+        assert con.execute(f"SELECT count(*) FROM {decisions} WHERE date = '{date}' AND hour = '{hour}'"
+                           ).fetchall() == [(count,)]
+        assert con.execute(f"SELECT count(*) FROM {decisions} WHERE date = '{date}' AND hour = '{hour}' AND "
+                           f"CAST(floor(ts / 3600) % 24 AS INTEGER) <> {int(hour)}").fetchall() == [(0,)]
+    titles = con.execute(f"SELECT count(*), count(p.title) FROM {decisions}, unnest(record.products) AS t(p)").fetchall()
+    assert titles[0][0] > 0 and titles[0][0] == titles[0][1]
+    feedback = f"read_parquet('{folder}/kind=feedback/**/*.parquet', hive_partitioning = true)"
+    assert con.execute(f"SELECT count(*) FROM {feedback}").fetchall() == [(sigterm_run["feedback"],)]
+
+
 def test_the_served_log_joins_validates_and_trains(sigterm_run: dict, tiny_backbone: str, tmp_path: Path) -> None:
     from irp.cli import app
     from irp.data.io import load_records, write_records

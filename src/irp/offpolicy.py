@@ -124,7 +124,10 @@ def cluster_codes(keys: ArrayLike) -> np.ndarray:
     >>> cluster_codes(["s2", "s1", "s2", "s3"]).tolist()
     [1, 0, 1, 2]
     """
-    _, codes = np.unique(np.asarray([str(k) for k in keys]), return_inverse=True)
+    if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":  # already codes (a streamed log's sessions)
+        _, codes = np.unique(keys, return_inverse=True)
+    else:
+        _, codes = np.unique(np.asarray([str(k) for k in keys]), return_inverse=True)
     return codes.astype(np.int64)
 
 
@@ -163,6 +166,7 @@ def bootstrap_means(columns: np.ndarray, n_boot: int = 1000, seed: int = 0, chun
         sizes = np.bincount(codes, minlength=g).astype(np.float64)  # (G,)
     else:
         g, sums, sizes = n, columns, None
+    chunk = max(1, min(chunk, 10_000_000 // g))  # resamples drawn at once: ~160 MB of counts, whatever the log size
     for start in range(0, n_boot, chunk):
         m = min(chunk, n_boot - start)
         idx = rng.integers(0, g, size=(m, g)) + (np.arange(m) * g)[:, None]

@@ -29,7 +29,7 @@ def serve(
     workers: int = typer.Option(2, "--workers", help="Requests scored at once (default 2: one per core)."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
     log_dir: Path | None = typer.Option(
-        None, "--log-dir", help="Write every decision and feedback event here (JSONL; docs/serving.md)."
+        None, "--log-dir", help="Write every decision and feedback event here (Hive-partitioned Parquet; docs/serving.md)."
     ),
     explore_rate: float = typer.Option(
         0.0, "--explore-rate", help="Share of eligible records whose offer is a fair coin (support for policy-eval)."

@@ -5,10 +5,11 @@ million records never sit in memory as Python objects at once. Reading is two st
 (`read_chunks`) and their parsed, validated records (`parse_chunk`), which `irp validate` reuses.
 
 Parquet encoding (lossless with JSONL, see docs/data.md): one column per known field, `context` as
-list<string>, `products` as a JSON string (products carry arbitrary attributes, so no fixed Arrow
-struct fits), and unknown keys together as one JSON object in the `__extra_json__` column. Reading
-also accepts Parquet written by other tools: `products` may then be a list<struct> column and unknown
-columns become extra keys. A Parquet row's line number is its row index + 1.
+list<string>, `products` as a nested list<struct> column (irp.data.nested: title, price and the attributes
+as maps, so DuckDB and Spark query them in place), and unknown keys together as one JSON object in the
+`__extra_json__` column. Reading also accepts Parquet written by older irp versions (`products` as a JSON
+string) and by other tools (`products` a list<struct> of their own fields; unknown columns become extra
+keys). A Parquet row's line number is its row index + 1.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from irp.data.nested import PRODUCTS_TYPE, decode_products, encode_products, is_irp_products
 from irp.fileio import atomic_path  # also re-exported: other modules import it from here
 from irp.schema import FIELDS, INVALID_JSON, INVALID_UTF8, KNOWN_FIELDS, RecordError, validate_record
 
@@ -48,14 +50,14 @@ PARQUET_SCHEMA = pa.schema(
         ("utterance", pa.string()),
         ("intent", pa.string()),
         ("context", pa.list_(pa.string())),
-        ("products", pa.string()),  # JSON array of product objects
+        ("products", PRODUCTS_TYPE),  # nested: irp.data.nested
         ("label", pa.int8()),
         ("screen_available", pa.bool_()),
         ("session_id", pa.string()),
         ("true_intent", pa.int8()),
         (EXTRA_COLUMN, pa.string()),  # JSON object of unknown keys, null when there are none
     ],
-    metadata={"irp.encoding": "products and __extra_json__ are JSON strings; see docs/data.md"},
+    metadata={"irp.encoding": "products nested (irp.data.nested), __extra_json__ a JSON string; see docs/data.md"},
 )
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
@@ -253,6 +255,9 @@ def _decode_json_cell(row: dict[str, Any], column: str) -> RecordError | None:
 def _parquet_items(first: int, batch: pa.RecordBatch) -> Iterator[_Item]:
     names = batch.schema.names
     columns = [column.to_pylist() for column in batch.columns]
+    if "products" in names and is_irp_products(batch.schema.field("products").type):
+        index = names.index("products")
+        columns[index] = [decode_products(cell) for cell in columns[index]]
     for line_no, values in enumerate(zip(*columns), first):
         row = dict(zip(names, values))
         error = _decode_json_cell(row, "products")
@@ -388,12 +393,10 @@ def _extra_json(record: dict[str, Any]) -> str | None:
 def _record_batch(records: list[dict[str, Any]]) -> pa.RecordBatch:
     """Records -> one Arrow record batch in PARQUET_SCHEMA."""
     columns: list[list[Any]] = [[r.get(name) for r in records] for name in FIELDS]
-    products = columns[FIELDS.index("products")]
-    columns[FIELDS.index("products")] = [None if p is None else _dumps(p) for p in products]
     columns.append([_extra_json(r) for r in records])
-    return pa.RecordBatch.from_arrays(
-        [pa.array(values, type=field.type) for values, field in zip(columns, PARQUET_SCHEMA)], schema=PARQUET_SCHEMA
-    )
+    arrays = [encode_products(values) if field.name == "products" else pa.array(values, type=field.type)
+              for values, field in zip(columns, PARQUET_SCHEMA)]
+    return pa.RecordBatch.from_arrays(arrays, schema=PARQUET_SCHEMA)
 
 
 def _encode(fmt: str, records: list[dict[str, Any]]) -> bytes | pa.RecordBatch:

@@ -565,12 +565,13 @@ class _Tally:
                           per_intent={name: int(self.by_intent[i]) for i, name in enumerate(INTENTS)})
 
 
-def _arrow_batch(chunk: _Chunk, config: SimConfig, product_json: list[str]) -> Any:
+def _arrow_batch(chunk: _Chunk, config: SimConfig, catalog: Any) -> Any:
     """The chunk as one Arrow record batch in irp.data.io's Parquet layout, without per-record dicts.
 
-    Encoding each record's products with `json` dominates a dict-based write, so the catalogue's
-    products are encoded once and each record's `products` cell is a join of those strings.
+    Encoding each record's products dominates a dict-based write, so the catalogue's products are
+    encoded once (`catalog`, irp.data.nested) and each record's `products` cell takes them by index.
     """
+    from irp.data.nested import products_from_ids
     import pyarrow as pa
 
     from irp.data.io import EXTRA_COLUMN, PARQUET_SCHEMA
@@ -586,7 +587,7 @@ def _arrow_batch(chunk: _Chunk, config: SimConfig, product_json: list[str]) -> A
         "utterance": utter,
         "intent": pa.array(np.array(INTENTS, dtype=object)[chunk.intent], type=pa.string()),
         "context": pa.ListArray.from_arrays(pa.array(offsets), utter.take(pa.array(flat))),
-        "products": _products_json(chunk.products, product_json),
+        "products": products_from_ids(chunk.products, catalog),
         "label": pa.array(chunk.label.astype(np.int8)),
         "screen_available": pa.array(chunk.screen),
         "session_id": pa.array([f"{prefix}s{s}" for s in chunk.session.tolist()], type=pa.string()),
@@ -597,27 +598,16 @@ def _arrow_batch(chunk: _Chunk, config: SimConfig, product_json: list[str]) -> A
     return pa.RecordBatch.from_arrays([columns[name] for name in PARQUET_SCHEMA.names], schema=PARQUET_SCHEMA)
 
 
-def _products_json(ids: np.ndarray, product_json: list[str]) -> Any:
-    """(m x k) product ids -> m JSON array strings; each distinct row is joined once (rows repeat a lot)."""
-    import pyarrow as pa
-
-    rows, inverse = np.unique(ids, axis=0, return_inverse=True)
-    cells = ["[" + ",".join([product_json[j] for j in row if j >= 0]) + "]" for row in rows.tolist()]
-    return pa.array(cells, type=pa.string()).take(pa.array(inverse.reshape(-1)))
-
-
 def _write_parquet(path: Path, chunks: Iterable[_Chunk], config: SimConfig, advance: Any) -> None:
-    import json
-
     import pyarrow.parquet as pq
 
     from irp.data.io import PARQUET_SCHEMA, ROW_GROUP_ROWS, atomic_path
+    from irp.data.nested import catalog_array
 
-    product_json = [json.dumps(p, ensure_ascii=False, separators=(",", ":"))
-                    for p in _world(config.catalog_seed).products]
+    catalog = catalog_array(_world(config.catalog_seed).products)
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, PARQUET_SCHEMA, compression="zstd") as writer:
         for chunk in chunks:
-            writer.write_batch(_arrow_batch(chunk, config, product_json), row_group_size=ROW_GROUP_ROWS)
+            writer.write_batch(_arrow_batch(chunk, config, catalog), row_group_size=ROW_GROUP_ROWS)
             advance(len(chunk.label))
 
 

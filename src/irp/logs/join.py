@@ -30,6 +30,7 @@ Rules (docs/loop.md):
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +64,9 @@ class JoinReport:
     unknown_feedback: int = 0
     conflicting_feedback: int = 0
     feedback_without_offer: int = 0
+    late_feedback: int = 0  # feedback later than the window after its decision: counted, not joined
+    feedback_window_s: float | None = None  # None: no window
+    engine: str = "python"
     examples: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,9 +89,11 @@ def _request(decision: dict[str, Any]) -> dict[str, Any]:
 
 def joined_records(
     decisions: list[dict[str, Any]], feedback: list[dict[str, Any]], label: Label = "tap",
-    require_feedback: bool = False, report: JoinReport | None = None,
+    require_feedback: bool = False, report: JoinReport | None = None, window_s: float | None = None,
 ) -> list[dict[str, Any]]:
     """Join decision lines with feedback lines (both as read by `scan_log_dir`) into labelled records.
+
+    `window_s`: feedback whose `ts` is more than this after its decision's is late: counted, not joined.
 
     >>> d = {"id": "a", "ts": 1.0, "session_id": None, "record": {"utterance": "red dress"},
     ...      "probability": 0.9, "threshold": 0.5, "suggest_switch": True, "eligible": True,
@@ -115,6 +121,9 @@ def joined_records(
     for item in feedback:
         if item["id"] not in first:
             report.unknown_feedback += 1
+            continue
+        if window_s is not None and item["ts"] - first[item["id"]]["ts"] > window_s:
+            report.late_feedback += 1
             continue
         seen = events.setdefault(item["id"], set())
         if item["event"] in seen:
@@ -164,10 +173,12 @@ def joined_records(
     return [r for _, _, r in out]
 
 
-def join_logs(log_dir: str | Path, out: str | Path | None, label: Label = "tap",
-              require_feedback: bool = False) -> tuple[JoinReport, list[dict[str, Any]]]:
-    """Read `log_dir`, join, and write the records to `out` (JSONL / Parquet, atomically) when given and
-    when at least one record was joined. Returns the report and the records."""
+def join_logs(log_dir: str | Path | Sequence[str | Path], out: str | Path | None, label: Label = "tap",
+              require_feedback: bool = False, window_s: float | None = None,
+              ) -> tuple[JoinReport, list[dict[str, Any]]]:
+    """Read `log_dir` (a folder, a glob or a list of them), join in memory (the reference engine; the
+    DuckDB engine, irp.logs.duck, streams), and write the records to `out` (JSONL / Parquet, atomically) when
+    given and when at least one record was joined. Returns the report and the records."""
     from irp.data.io import file_format, write_records
 
     if label not in LABELS:
@@ -175,8 +186,8 @@ def join_logs(log_dir: str | Path, out: str | Path | None, label: Label = "tap",
     if out is not None:
         file_format(out)  # fail on an unsupported suffix before reading
     decisions, feedback, scan = scan_log_dir(log_dir)
-    report = JoinReport(scan=scan, label=label)
-    records = joined_records(decisions, feedback, label, require_feedback, report)
+    report = JoinReport(scan=scan, label=label, feedback_window_s=window_s)
+    records = joined_records(decisions, feedback, label, require_feedback, report, window_s)
     if out is not None and records:
         write_records(out, records)
     return report, records

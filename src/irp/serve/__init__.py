@@ -15,7 +15,7 @@ The package, in reading order:
     checks.py        request checking: bytes and JSON -> validated records, or a 4xx naming the field
     engine.py        Engine: one loaded classifier scored by many request threads
     app.py           create_app: routes, auth, errors, and `answer` (score -> policy -> decision log)
-    decision_log.py  DecisionLog: bounded queue, writer thread, rotating complete-or-absent JSONL files
+    decision_log.py  DecisionLog: bounded queue, writer thread, rotating complete-or-absent Parquet files (journaled)
     feedback.py      live precision of offers over a sliding window (Wilson interval), offer memory
     reload.py        ModelSlot: load, warm up, ONNX parity, atomic swap; SIGHUP
     metrics.py       Prometheus metrics and the request middleware

@@ -1,26 +1,31 @@
 """The decision log: every scored record and every feedback event, written off the request path.
 
 Request threads hand events to `DecisionLog.submit`, which appends them to a bounded in-memory queue and
-returns at once; one background thread encodes them as JSON Lines and writes them. The file layout is the
-contract read by `irp logs join` (docs/loop.md, irp.logs.reader):
+returns at once; one background thread writes them as zstd Parquet, Hive-partitioned (schema version 2,
+irp.logs.parquet_log; the contract read by `irp logs`, docs/loop.md):
 
-    DIR/decisions-<YYYYmmddTHHMMSSffffff>Z-<pid>-<seq:06d>.jsonl     complete files, one event a line
-    DIR/feedback-<...>.jsonl
-    DIR/.decisions-<...>.jsonl.tmp                                   the file being written (readers skip it)
+    DIR/kind=decision/date=YYYY-MM-DD/hour=HH/<replica_id>-<uuid>.parquet        complete files
+    DIR/kind=feedback/date=YYYY-MM-DD/hour=HH/<replica_id>-<uuid>.parquet
+    .../.<replica_id>-<uuid>.parquet.tmp                  the file being written (readers skip dot-files)
+    .../.<replica_id>-<uuid>.<pid>.journal.jsonl          its write-ahead journal (one event a line)
 
 Guarantees:
-- Complete or absent. A file is written under its temporary dot-name, and fsynced, closed and renamed to its
-  final name when it rotates (by size: `rotate_bytes`; by age: `rotate_seconds`, checked even when idle) or
-  when the log closes. Every file without a leading dot is whole.
+- Complete or absent. A Parquet file is written under its temporary dot-name (row groups of
+  `row_group_rows`), and closed (footer), fsynced and renamed to its final name when it rotates (by journal
+  size: `rotate_bytes`; by age: `rotate_seconds`, checked even when idle) or when the log closes; its journal
+  is then removed. Every file without a leading dot is whole. Events of another UTC hour go to that hour's
+  partition (its own file).
 - Never blocks a request. A full queue drops the events that do not fit and counts them
   (`dropped[kind]`, Prometheus `irp_decision_log_dropped_total`); a write error (disk full) drops the batch
   being written, counts it, and the writer carries on with a fresh file.
 - Nothing lost on a clean stop. `close()` (the server calls it on SIGTERM, after the last request was
   answered) drains the queue and finalizes the open files.
-- Bounded loss on a crash. The writer writes each batch to the OS as soon as it wakes (every
-  `flush_interval` s, or sooner when the queue is half full), so a SIGKILL loses at most the events still in
-  the queue. The temporary file it leaves behind is recovered by the next `DecisionLog` on the same folder:
-  cut after its last complete line, renamed to its final name (`recovered` in `stats()`).
+- Bounded loss on a crash. A Parquet file without its footer cannot be read, so each batch is also appended
+  to the file's journal and written to the OS as soon as the writer wakes (every `flush_interval` s, or
+  sooner when the queue is half full): a SIGKILL loses at most the events still in the queue (`max_queue`),
+  as with JSON Lines. The next `DecisionLog` on the folder turns every journal of a dead process into its
+  Parquet file (torn last line dropped) and deletes the unfinished `.parquet.tmp` (`recovered` in `stats()`).
+  Legacy JSONL temporary files (`.decisions-*.jsonl.tmp`) are still recovered as before.
 """
 
 from __future__ import annotations
@@ -29,19 +34,34 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
+import uuid
 from collections import Counter, deque
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from irp.logs.parquet_log import (
+    KIND_DIRS,
+    LOG_SCHEMA_VERSION,
+    SCHEMAS,
+    events_to_table,
+    partition,
+    sanitize_replica_id,
+)
+
 log = logging.getLogger("irp.serve.decision_log")
 
-KINDS = {"decision": "decisions", "feedback": "feedback"}  # event kind -> file name prefix
-SCHEMA_VERSION = 1
+KINDS = {"decision": "decisions", "feedback": "feedback"}  # event kind -> legacy JSONL file name prefix
+SCHEMA_VERSION = 1  # of the event dicts (the JSONL line format); Parquet rows carry LOG_SCHEMA_VERSION
 TMP_PATTERN = re.compile(r"^\.((?:decisions|feedback)-\d{8}T\d{6}\d*Z-(\d+)-\d{6}\.jsonl)\.tmp$")
+JOURNAL_SUFFIX = ".journal.jsonl"
+JOURNAL_PATTERN = re.compile(r"^\.(.+)\.(\d+)\.journal\.jsonl$")  # .<replica>-<uuid>.<pid>.journal.jsonl
 
 
 class LogDirError(Exception):
@@ -50,15 +70,32 @@ class LogDirError(Exception):
 
 @dataclass
 class _Stream:
-    """The open temporary file of one kind."""
+    """The open temporary Parquet file of one (kind, partition) and its journal."""
 
     kind: str
+    folder: Path
     tmp: Path
     final: Path
-    handle: IO[bytes]
+    journal_path: Path
+    journal: IO[bytes]
+    writer: pq.ParquetWriter
     opened: float  # monotonic seconds
-    size: int = 0
-    lines: int = 0
+    size: int = 0  # journal bytes
+    rows: int = 0
+    pending: list[pa.Table] = field(default_factory=list)  # rows of the next row group
+    pending_rows: int = 0
+
+    def flush_row_group(self) -> None:
+        if self.pending_rows:
+            self.writer.write_table(pa.concat_tables(self.pending), row_group_size=self.pending_rows)
+            self.pending, self.pending_rows = [], 0
+
+    def close_quietly(self) -> None:
+        for close in (self.writer.close, self.journal.close):
+            try:
+                close()
+            except (OSError, pa.ArrowException):
+                pass
 
 
 def check_log_dir(folder: str | Path) -> Path:
@@ -110,14 +147,74 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_orphans(folder: str | Path) -> dict[str, int]:
-    """Finalize the temporary files that a killed process left in `folder`: keep every complete line (cut
-    after the last newline), fsync, rename to the final name. Files of a live process are left alone.
+def recover_journals(folder: str | Path) -> dict[str, int]:
+    """Turn the journals that a killed process left under `folder` into their Parquet files (every whole
+    line; the torn last one dropped), and delete their unfinished `.parquet.tmp`. Journals of a live process
+    are left alone. Returns counts: files, lines, torn_bytes, and bad_lines (whole lines that do not fit the
+    schema, dropped)."""
+    folder = Path(folder)
+    out = {"files": 0, "lines": 0, "torn_bytes": 0, "bad_lines": 0}
+    for kind, sub in KIND_DIRS.items():
+        for path in sorted((folder / sub).glob(f"date=*/hour=*/.*{JOURNAL_SUFFIX}")):
+            match = JOURNAL_PATTERN.match(path.name)
+            if match is None or _pid_alive(int(match.group(2))):
+                continue
+            try:
+                if (path.parent / f"{match.group(1)}.parquet").exists():  # killed between rename and unlink
+                    path.unlink()
+                    continue
+                data = path.read_bytes()
+                whole = data[: data.rfind(b"\n") + 1]
+                out["torn_bytes"] += len(data) - len(whole)
+                events = []
+                for line in whole.splitlines():
+                    try:
+                        events.append(json.loads(line))
+                    except ValueError:
+                        out["bad_lines"] += 1
+                table = _table_or_rows(kind, events, out)
+                if table.num_rows:
+                    final = path.parent / f"{match.group(1)}.parquet"
+                    tmp = path.parent / f".{match.group(1)}.parquet.recovering"
+                    pq.write_table(table, tmp, compression="zstd")
+                    _fsync_file(tmp)
+                    os.replace(tmp, final)
+                    out["files"] += 1
+                    out["lines"] += table.num_rows
+                (path.parent / f".{match.group(1)}.parquet.tmp").unlink(missing_ok=True)
+                path.unlink()
+                _fsync_dir(path.parent)
+            except (OSError, pa.ArrowException) as e:
+                log.warning("cannot recover %s: %s", path, e)
+    if out["files"]:
+        log.warning("recovered %d decision-log files (%d events) from the journals of a stopped process",
+                    out["files"], out["lines"])
+    return out
 
-    Returns counts: files, lines, and bytes of torn last lines discarded.
+
+def _table_or_rows(kind: str, events: list[dict[str, Any]], counts: dict[str, int]) -> pa.Table:
+    try:
+        return events_to_table(kind, events)
+    except (pa.ArrowException, TypeError, ValueError):
+        good = []
+        for event in events:
+            try:
+                events_to_table(kind, [event])
+                good.append(event)
+            except (pa.ArrowException, TypeError, ValueError):
+                counts["bad_lines"] += 1
+        return events_to_table(kind, good)
+
+
+def recover_orphans(folder: str | Path) -> dict[str, int]:
+    """Finalize what a killed process left in `folder`: Parquet journals (recover_journals), and legacy JSONL
+    temporary files (cut after the last newline, fsynced, renamed to the final name). Files of a live process
+    are left alone.
+
+    Returns counts: files, lines, and bytes of torn last lines discarded (and bad_lines of journals).
     """
     folder = Path(folder)
-    out = {"files": 0, "lines": 0, "torn_bytes": 0}
+    out = recover_journals(folder)
     for path in sorted(folder.iterdir()):
         match = TMP_PATTERN.match(path.name)
         if match is None or not path.is_file() or _pid_alive(int(match.group(2))):
@@ -147,15 +244,15 @@ def recover_orphans(folder: str | Path) -> dict[str, int]:
 
 
 class DecisionLog:
-    """Bounded queue + one writer thread + rotating, complete-or-absent JSONL files. Thread-safe.
+    """Bounded queue + one writer thread + rotating, complete-or-absent Parquet files. Thread-safe.
 
     >>> import tempfile
     >>> folder = tempfile.mkdtemp()
-    >>> log = DecisionLog(folder, max_queue=10)
-    >>> log.submit("decision", [{"id": str(i)} for i in range(12)])   # 2 do not fit: dropped, counted
+    >>> log = DecisionLog(folder, max_queue=10, replica_id="doc")
+    >>> log.submit("feedback", [{"id": str(i), "event": "no_tap", "ts": 1.0, "received_ts": 1.0} for i in range(12)])
     10
-    >>> stats = log.close()
-    >>> stats["written"]["decision"], stats["dropped"]["decision"]
+    >>> stats = log.close()   # 2 did not fit: dropped, counted
+    >>> stats["written"]["feedback"], stats["dropped"]["feedback"]
     (10, 2)
     """
 
@@ -166,19 +263,24 @@ class DecisionLog:
         rotate_bytes: int = 64 * 1024 * 1024,
         rotate_seconds: float = 300.0,
         flush_interval: float = 0.1,
+        replica_id: str | None = None,
+        row_group_rows: int = 10_000,
     ) -> None:
-        if max_queue < 1 or rotate_bytes < 1 or rotate_seconds <= 0 or flush_interval <= 0:
-            raise ValueError("max_queue and rotate_bytes must be >= 1, rotate_seconds and flush_interval > 0")
+        if max_queue < 1 or rotate_bytes < 1 or rotate_seconds <= 0 or flush_interval <= 0 or row_group_rows < 1:
+            raise ValueError("max_queue, rotate_bytes and row_group_rows must be >= 1, rotate_seconds and "
+                             "flush_interval > 0")
         self.folder = check_log_dir(folder)
         self.recovered = recover_orphans(self.folder)
-        self.max_queue, self.rotate_bytes = max_queue, rotate_bytes
+        # Default: host and pid, unique per process; a fleet passes its replica's name.
+        self.replica_id = sanitize_replica_id(replica_id or f"{socket.gethostname()}-{os.getpid()}")
+        self.max_queue, self.rotate_bytes, self.row_group_rows = max_queue, rotate_bytes, row_group_rows
         self.rotate_seconds, self.flush_interval = rotate_seconds, flush_interval
         self._pending: deque[tuple[str, dict[str, Any]]] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self._wake_at = max(1, max_queue // 2)
-        self._streams: dict[str, _Stream] = {}
-        self._seq: Counter[str] = Counter()
+        self._streams: dict[tuple[str, str], _Stream] = {}  # (kind, partition) -> open file
+        self._seq = 0
         # Per-kind counts; every key exists from the start (other threads read them while they change).
         self.submitted: Counter[str] = Counter(dict.fromkeys(KINDS, 0))  # under _cond
         self.written: Counter[str] = Counter(dict.fromkeys(KINDS, 0))  # writer thread only
@@ -221,7 +323,8 @@ class DecisionLog:
         return len(self._pending)
 
     def stats(self) -> dict[str, Any]:
-        return {"folder": str(self.folder), "submitted": dict(self.submitted), "written": dict(self.written),
+        return {"folder": str(self.folder), "format": f"parquet (schema {LOG_SCHEMA_VERSION})",
+                "replica_id": self.replica_id, "submitted": dict(self.submitted), "written": dict(self.written),
                 "dropped": self.dropped, "queue_depth": self.depth, "max_queue_depth": self.max_depth,
                 "max_queue": self.max_queue, "files_completed": self.files_completed,
                 "write_errors": self.write_errors, "recovered": self.recovered,
@@ -258,108 +361,143 @@ class DecisionLog:
                 with self._cond:
                     if self._pending:  # submitted between the swap and the close flag: once more
                         continue
-                for kind in list(self._streams):
-                    self._finish(kind)
+                for key in list(self._streams):
+                    self._finish(key)
                 return
 
     def _write(self, batch: deque[tuple[str, dict[str, Any]]]) -> None:
-        lines: dict[str, list[bytes]] = {}
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for kind, event in batch:
-            try:
-                line = json.dumps(event, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-            except (TypeError, ValueError):  # never from the server's own events; a bug, not a crash
-                self._write_dropped[kind] += 1
-                continue
-            lines.setdefault(kind, []).append(line + b"\n")
-        for kind, chunk in lines.items():
-            # Rotate by size between lines (a batch may span two files), never inside one.
+            groups.setdefault((kind, partition(kind, event)), []).append(event)
+        for key, events in groups.items():
+            table, lines = self._encode(key[0], events)
             start = 0
-            while start < len(chunk):
-                stream = self._streams.get(kind) or self._open(kind)
+            while start < len(lines):  # rotate by journal size between events (a group may span two files)
+                stream = self._streams.get(key) or self._open(key)
                 if stream is None:
-                    self._write_dropped[kind] += len(chunk) - start
+                    self._write_dropped[key[0]] += len(lines) - start
                     break
-                end, size = start, 0
-                room = self.rotate_bytes - stream.size
-                while end < len(chunk) and (size + len(chunk[end]) <= room or (end == start and stream.size == 0)):
-                    size += len(chunk[end])
+                end, size, room = start, 0, self.rotate_bytes - stream.size
+                while end < len(lines) and (size + len(lines[end]) <= room or (end == start and stream.size == 0)):
+                    size += len(lines[end])
                     end += 1
                 if end == start:  # the open file is full
-                    self._finish(kind)
+                    self._finish(key)
                     continue
                 try:
-                    stream.handle.write(b"".join(chunk[start:end]))
-                    stream.handle.flush()  # to the OS: survives a SIGKILL of this process
-                except OSError as e:
+                    stream.journal.write(b"".join(lines[start:end]))
+                    stream.journal.flush()  # to the OS: survives a SIGKILL of this process
+                    stream.pending.append(table.slice(start, end - start))
+                    stream.pending_rows += end - start
+                    if stream.pending_rows >= self.row_group_rows:
+                        stream.flush_row_group()
+                except (OSError, pa.ArrowException) as e:
                     self.write_errors += 1
-                    self._write_dropped[kind] += end - start
+                    self._write_dropped[key[0]] += end - start
                     log.error("decision log: cannot write %s: %s; %d events dropped", stream.tmp, e, end - start)
-                    self._abandon(kind)
+                    self._abandon(key)
                     start = end
                     continue
                 stream.size += size
-                stream.lines += end - start
-                self.written[kind] += end - start
+                stream.rows += end - start
+                self.written[key[0]] += end - start
                 start = end
                 if stream.size >= self.rotate_bytes:
-                    self._finish(kind)
+                    self._finish(key)
+
+    def _encode(self, kind: str, events: list[dict[str, Any]]) -> tuple[pa.Table, list[bytes]]:
+        """The events as one Arrow table and as journal lines; an event that fits neither (never one of the
+        server's own: a bug, not a crash) is dropped and counted."""
+        try:
+            return events_to_table(kind, events), [_journal_line(e) for e in events]
+        except (pa.ArrowException, TypeError, ValueError):
+            good, lines = [], []
+            for event in events:
+                try:
+                    line = _journal_line(event)
+                    events_to_table(kind, [event])
+                except (pa.ArrowException, TypeError, ValueError):
+                    self._write_dropped[kind] += 1
+                    continue
+                good.append(event)
+                lines.append(line)
+            return events_to_table(kind, good), lines
 
     def _rotate_aged(self) -> None:
         now = time.monotonic()
-        for kind, stream in list(self._streams.items()):
+        for key, stream in list(self._streams.items()):
             if now - stream.opened >= self.rotate_seconds:
-                self._finish(kind)
+                self._finish(key)
 
-    def _open(self, kind: str) -> _Stream | None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        while True:
-            name = f"{KINDS[kind]}-{stamp}Z-{self._pid}-{self._seq[kind]:06d}.jsonl"
-            self._seq[kind] += 1
-            final, tmp = self.folder / name, self.folder / f".{name}.tmp"
-            if not final.exists() and not tmp.exists():
-                break
+    def _open(self, key: tuple[str, str]) -> _Stream | None:
+        kind, part = key
+        folder = self.folder / part
+        name = f"{self.replica_id}-{self._file_id()}"
+        final, tmp = folder / f"{name}.parquet", folder / f".{name}.parquet.tmp"
+        journal_path = folder / f".{name}.{self._pid}{JOURNAL_SUFFIX}"
         try:
-            handle = open(tmp, "xb")
-        except OSError as e:
+            folder.mkdir(parents=True, exist_ok=True)
+            journal = open(journal_path, "xb")
+            try:
+                writer = pq.ParquetWriter(tmp, SCHEMAS[kind], compression="zstd")
+            except (OSError, pa.ArrowException):
+                journal.close()
+                journal_path.unlink(missing_ok=True)
+                raise
+        except (OSError, pa.ArrowException) as e:
             self.write_errors += 1
             log.error("decision log: cannot open %s: %s", tmp, e)
             return None
-        stream = _Stream(kind, tmp, final, handle, time.monotonic())
-        self._streams[kind] = stream
+        stream = _Stream(kind, folder, tmp, final, journal_path, journal, writer, time.monotonic())
+        self._streams[key] = stream
         return stream
 
-    def _finish(self, kind: str) -> None:
-        """fsync, close and rename the open file of `kind`: from now on it is complete."""
-        stream = self._streams.pop(kind, None)
+    def _file_id(self) -> str:
+        """A unique, time-ordered 128-bit id (32 hex digits): milliseconds, a per-process sequence, 64 random
+        bits; so a replica's files sort in the order they were opened (the reader's file order)."""
+        self._seq += 1
+        return f"{time.time_ns() // 1_000_000:012x}{self._seq & 0xFFFF:04x}{uuid.uuid4().int & (2**64 - 1):016x}"
+
+    def _finish(self, key: tuple[str, str]) -> None:
+        """Last row group, footer, fsync, rename: from now on the file is complete; then drop its journal."""
+        stream = self._streams.pop(key, None)
         if stream is None:
             return
         try:
-            stream.handle.flush()
-            os.fsync(stream.handle.fileno())
-            stream.handle.close()
-            if stream.lines:
+            stream.flush_row_group()
+            stream.writer.close()
+            stream.journal.close()
+            if stream.rows:
+                _fsync_file(stream.tmp)
                 os.replace(stream.tmp, stream.final)
-                _fsync_dir(self.folder)
+                _fsync_dir(stream.folder)
                 self.files_completed += 1
             else:
                 stream.tmp.unlink()
-        except OSError as e:
+            stream.journal_path.unlink()
+        except (OSError, pa.ArrowException) as e:
             self.write_errors += 1
-            log.error("decision log: cannot finalize %s: %s", stream.tmp, e)
-            try:
-                stream.handle.close()
-            except OSError:
-                pass
+            log.error("decision log: cannot finalize %s: %s (its journal stays for recovery)", stream.tmp, e)
+            stream.close_quietly()
 
-    def _abandon(self, kind: str) -> None:
-        """After a write error: close the file without renaming (its lines may be torn); a later
-        recover_orphans cuts it to whole lines."""
-        stream = self._streams.pop(kind, None)
+    def _abandon(self, key: tuple[str, str]) -> None:
+        """After a write error: close without renaming; a later recover_orphans rebuilds the file from the
+        journal's whole lines."""
+        stream = self._streams.pop(key, None)
         if stream is not None:
-            try:
-                stream.handle.close()
-            except OSError:
-                pass
+            stream.close_quietly()
+
+
+def _journal_line(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def decision_event(record: dict[str, Any], answer: dict[str, Any], decision: Any, policy: dict[str, Any],
