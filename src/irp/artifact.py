@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import platform
@@ -37,15 +36,6 @@ PROMISE_KEYS = (
     "target_precision", "confidence", "lower_bound", "value", "rule", "n_valid", "valid_positives",
     "predicted_positive", "guarantee",
 )
-
-
-def file_fingerprint(path: str | Path) -> dict[str, Any]:
-    """sha256 and size of a data file, so a model says exactly what it was trained on."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": digest.hexdigest()}
 
 
 def library_versions() -> dict[str, str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import glob
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,7 +26,16 @@ from urllib.parse import urlparse
 import numpy as np
 import pyarrow as pa
 
-from irp.data.io import FORMATS, DataFileError, RecordWriter, _record_batch, file_format, iter_records, parse_chunk
+from irp.data.io import (
+    FORMATS,
+    DataFileError,
+    RecordWriter,
+    _record_batch,
+    batched,
+    file_format,
+    iter_records,
+    parse_chunk,
+)
 
 PART_ROWS = 1_000_000
 
@@ -112,7 +121,7 @@ def predict_local(classifier: Any, inputs: list[Path], out: Path, threshold: flo
         out.mkdir(parents=True, exist_ok=True)
     counts = {"records": 0, "image_seeking": 0}
     try:
-        for batch in _batches((r for path in inputs for r in iter_records(path)), batch_size):
+        for batch in batched((r for path in inputs for r in iter_records(path)), batch_size):
             probs = classifier.predict_proba(batch)
             parts.write(scored(batch, probs, threshold))
             counts["records"] += len(batch)
@@ -123,17 +132,6 @@ def predict_local(classifier: Any, inputs: list[Path], out: Path, threshold: flo
         parts.close()
     counts["parts"] = parts.parts
     return counts
-
-
-def _batches(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 class Scorer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -83,3 +84,12 @@ def existing_dir(final: Path) -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def file_fingerprint(path: str | Path) -> dict[str, Any]:
+    """sha256 and size of a data file, so a model or an audit says exactly what it was made from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": digest.hexdigest()}

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -20,10 +20,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from irp import distributed as dist
-from irp.artifact import check_validation_labels, file_fingerprint, write_artifact
+from irp.artifact import check_validation_labels, write_artifact
 from irp.config import IRPConfig
 from irp.features import FeatureSet, Featurizer, cache_key, load_features, save_features
-from irp.fileio import atomic_dir, existing_dir
+from irp.fileio import atomic_dir, existing_dir, file_fingerprint
 from irp.metrics import average_precision
 from irp.model.encoder import load_encoder, load_tokenizer, resolve_backbone
 from irp.model.irp import IRPModel

@@ -80,15 +80,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def file_fingerprint(path: str | Path) -> dict[str, Any]:
-    """path, size and sha256 of the audited log (as irp.artifact records training data, without importing torch)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": digest.hexdigest()}
-
-
 def seal_of(design: dict[str, Any]) -> str:
     """sha256 over the canonical JSON of the design without its `seal`."""
     body = {k: v for k, v in design.items() if k != "seal"}

@@ -39,7 +39,8 @@ def audit_sample(
     from rich.table import Table
 
     from irp.audit.sample import SampleError, write_sample
-    from irp.audit.store import AuditError, file_fingerprint
+    from irp.audit.store import AuditError
+    from irp.fileio import file_fingerprint
 
     if n < 1:
         fail(f"--n must be at least 1, got {n}")

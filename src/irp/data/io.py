@@ -462,7 +462,7 @@ class RecordWriter:
             self._flush()
 
 
-def _batches(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+def batched(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     batch: list[dict[str, Any]] = []
     for record in records:
         batch.append(record)
@@ -483,7 +483,7 @@ def write_records(
     """
     n = 0
     with RecordWriter(path) as writer, progress_bar(f"writing {Path(path).name}", total, progress) as update:
-        for batch in _batches(records, WRITE_ROWS):
+        for batch in batched(records, WRITE_ROWS):
             writer.write(batch)
             n += len(batch)
             if update is not None:
