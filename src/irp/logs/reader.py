@@ -122,13 +122,25 @@ def check_feedback(obj: dict[str, Any]) -> str | None:
     return None
 
 
+def _admit(scan: LogScan, where: str, kind: str, obj: dict[str, Any]) -> bool:
+    """Whether a parsed event of `kind` passes its check; counts it, or records why not."""
+    reason = (check_decision if kind == "decision" else check_feedback)(obj)
+    if reason is not None:
+        scan.reject(where, reason)
+        return False
+    if kind == "decision":
+        scan.decision_lines += 1
+    else:
+        scan.feedback_lines += 1
+    return True
+
+
 def _lines(path: Path, kind: str, scan: LogScan) -> Iterator[dict[str, Any]]:
     try:
         raw = path.read_bytes()
     except OSError as e:
         unreadable(scan, path, e)
         return
-    check = check_decision if kind == "decision" else check_feedback
     for line_no, line in enumerate(raw.split(b"\n"), 1):
         if not line.strip():
             continue
@@ -147,15 +159,8 @@ def _lines(path: Path, kind: str, scan: LogScan) -> Iterator[dict[str, Any]]:
         if obj.get("kind") != kind:
             scan.reject(where, f"kind: {obj.get('kind')!r} in a {kind} file")
             continue
-        reason = check(obj)
-        if reason is not None:
-            scan.reject(where, reason)
-            continue
-        if kind == "decision":
-            scan.decision_lines += 1
-        else:
-            scan.feedback_lines += 1
-        yield obj
+        if _admit(scan, where, kind, obj):
+            yield obj
 
 
 @dataclass(frozen=True)
@@ -272,21 +277,13 @@ def _parquet_rows(path: Path, kind: str, scan: LogScan) -> Iterator[dict[str, An
     except (pa.ArrowException, OSError, KeyError, ValueError) as e:
         unreadable(scan, path, str(e).splitlines()[0] if str(e) else type(e).__name__)
         return
-    check = check_decision if kind == "decision" else check_feedback
     for row_no, obj in enumerate(table_to_events(kind, table), 1):
         where = f"{path.name}:row {row_no}"
         if obj.get("schema") != LOG_SCHEMA_VERSION:
             scan.reject(where, f"schema: unsupported version {obj.get('schema')!r} (Parquet logs are {LOG_SCHEMA_VERSION})")
             continue
-        reason = check(obj)
-        if reason is not None:
-            scan.reject(where, reason)
-            continue
-        if kind == "decision":
-            scan.decision_lines += 1
-        else:
-            scan.feedback_lines += 1
-        yield obj
+        if _admit(scan, where, kind, obj):
+            yield obj
 
 
 def scan_log_dir(log_dir: str | Path | Sequence[str | Path], scan: LogScan | None = None
