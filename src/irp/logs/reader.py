@@ -1,6 +1,7 @@
 """Read a decision-log folder written by `irp serve --log-dir DIR` (format: docs/loop.md).
 
-The folder holds complete files `decisions-<ts>-<pid>-<seq>.jsonl` and `feedback-<ts>-<pid>-<seq>.jsonl`
+The folder holds complete files `decisions-<ts>-<replica>-<pid>-<seq>.jsonl` and `feedback-<...>.jsonl` (from
+any number of replicas sharing the folder; older logs have no `<replica>-`)
 and, while the server runs, the file being written as `.<name>.tmp`. Readers must never trip over what
 they find there, so every oddity is counted and skipped:
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 FEEDBACK_EVENTS = ("offer_accepted", "offer_declined", "carousel_tap", "no_tap")
-FILE_PATTERN = re.compile(r"^(decisions|feedback)-\d{8}T\d{6}\d*Z-\d+-\d{6}\.jsonl$")
+FILE_PATTERN = re.compile(r"^(decisions|feedback)-\d{8}T\d{6}\d*Z-(?:[A-Za-z0-9][A-Za-z0-9_.-]*-)?\d+-\d{6}\.jsonl$")
 MAX_EXAMPLES = 10
 
 

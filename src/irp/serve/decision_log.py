@@ -4,8 +4,11 @@ Request threads hand events to `DecisionLog.submit`, which appends them to a bou
 returns at once; one background thread encodes them as JSON Lines and writes them. The file layout is the
 contract read by `irp logs join` (docs/loop.md, irp.logs.reader):
 
-    DIR/decisions-<YYYYmmddTHHMMSSffffff>Z-<pid>-<seq:06d>.jsonl     complete files, one event a line
+    DIR/decisions-<YYYYmmddTHHMMSSffffff>Z-<replica>-<pid>-<seq:06d>.jsonl   complete files, one event a line
     DIR/feedback-<...>.jsonl
+
+The replica id (`irp serve --replica-id`) makes names unique across hosts sharing one folder; a log without
+one (`replica_id=""`) writes the older `...Z-<pid>-<seq>.jsonl` names, which readers also accept.
     DIR/.decisions-<...>.jsonl.tmp                                   the file being written (readers skip it)
 
 Guarantees:
@@ -19,8 +22,9 @@ Guarantees:
   answered) drains the queue and finalizes the open files.
 - Bounded loss on a crash. The writer writes each batch to the OS as soon as it wakes (every
   `flush_interval` s, or sooner when the queue is half full), so a SIGKILL loses at most the events still in
-  the queue. The temporary file it leaves behind is recovered by the next `DecisionLog` on the same folder:
-  cut after its last complete line, renamed to its final name (`recovered` in `stats()`).
+  the queue. The temporary file it leaves behind is recovered by the next `DecisionLog` of the same replica id
+  on the same folder: cut after its last complete line, renamed to its final name (`recovered` in `stats()`).
+  Other replicas' files are never touched (their pids mean nothing on this host).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ log = logging.getLogger("irp.serve.decision_log")
 
 KINDS = {"decision": "decisions", "feedback": "feedback"}  # event kind -> file name prefix
 SCHEMA_VERSION = 1
-TMP_PATTERN = re.compile(r"^\.((?:decisions|feedback)-\d{8}T\d{6}\d*Z-(\d+)-\d{6}\.jsonl)\.tmp$")
+TMP_PATTERN = re.compile(
+    r"^\.((?:decisions|feedback)-\d{8}T\d{6}\d*Z-(?:([A-Za-z0-9][A-Za-z0-9_.-]*)-)?(\d+)-\d{6}\.jsonl)\.tmp$")
 
 
 class LogDirError(Exception):
@@ -110,9 +115,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_orphans(folder: str | Path) -> dict[str, int]:
-    """Finalize the temporary files that a killed process left in `folder`: keep every complete line (cut
-    after the last newline), fsync, rename to the final name. Files of a live process are left alone.
+def recover_orphans(folder: str | Path, replica_id: str = "") -> dict[str, int]:
+    """Finalize the temporary files that a killed process of this replica left in `folder` (`replica_id`, or
+    the older names without one): keep every complete line (cut after the last newline), fsync, rename to the
+    final name. Files of a live process, and of other replicas, are left alone.
 
     Returns counts: files, lines, and bytes of torn last lines discarded.
     """
@@ -120,7 +126,7 @@ def recover_orphans(folder: str | Path) -> dict[str, int]:
     out = {"files": 0, "lines": 0, "torn_bytes": 0}
     for path in sorted(folder.iterdir()):
         match = TMP_PATTERN.match(path.name)
-        if match is None or not path.is_file() or _pid_alive(int(match.group(2))):
+        if match is None or (match.group(2) or "") != replica_id or not path.is_file() or _pid_alive(int(match.group(3))):
             continue
         try:
             data = path.read_bytes()
@@ -166,11 +172,13 @@ class DecisionLog:
         rotate_bytes: int = 64 * 1024 * 1024,
         rotate_seconds: float = 300.0,
         flush_interval: float = 0.1,
+        replica_id: str = "",
     ) -> None:
         if max_queue < 1 or rotate_bytes < 1 or rotate_seconds <= 0 or flush_interval <= 0:
             raise ValueError("max_queue and rotate_bytes must be >= 1, rotate_seconds and flush_interval > 0")
         self.folder = check_log_dir(folder)
-        self.recovered = recover_orphans(self.folder)
+        self.replica_id = replica_id  # in every file name: replicas can share one folder
+        self.recovered = recover_orphans(self.folder, replica_id)
         self.max_queue, self.rotate_bytes = max_queue, rotate_bytes
         self.rotate_seconds, self.flush_interval = rotate_seconds, flush_interval
         self._pending: deque[tuple[str, dict[str, Any]]] = deque()
@@ -313,7 +321,8 @@ class DecisionLog:
     def _open(self, kind: str) -> _Stream | None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         while True:
-            name = f"{KINDS[kind]}-{stamp}Z-{self._pid}-{self._seq[kind]:06d}.jsonl"
+            replica = f"{self.replica_id}-" if self.replica_id else ""
+            name = f"{KINDS[kind]}-{stamp}Z-{replica}{self._pid}-{self._seq[kind]:06d}.jsonl"
             self._seq[kind] += 1
             final, tmp = self.folder / name, self.folder / f".{name}.tmp"
             if not final.exists() and not tmp.exists():

@@ -1,0 +1,196 @@
+"""Replicas sharing a real Redis (`--state redis://...`): offers and answers add up exactly across replicas, the
+session cooldown holds fleet-wide, feedback logged by one replica joins the decision of another, and a Redis that
+stops or freezes mid-run costs no 5xx and no offer (propensity 0), and is recovered from by itself.
+
+In-process apps (TestClient) on the tiny artifact, one redis-server subprocess per test (tests/redis_server.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from typer.testing import CliRunner
+
+from conftest import make_records
+from irp.logs import join_logs, scan_log_dir
+from irp.serve import DecisionLog, Engine, RedisState, ServeSettings, create_app, load_classifier
+from test_export import train_tiny
+from test_fuzz_serve import FUZZ, check_feedback, encode, feedback_body
+
+EVENTS = ("offer_accepted", "offer_declined", "carousel_tap", "no_tap")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_backbone: str, tmp_path_factory) -> Engine:
+    artifact = train_tiny(tiny_backbone, tmp_path_factory.mktemp("fleet") / "model")
+    engine = Engine(load_classifier(artifact, "torch"), artifact)
+    engine.warm_up()
+    return engine
+
+
+@pytest.fixture
+def offer_everything(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine.classifier, "threshold_", 0.0)  # every record image-seeking: offered when eligible
+
+
+def replica(engine: Engine, url: str, replica_id: str, log_dir: Path | None = None, cooldown_s: float = 600,
+            **state: float) -> tuple[TestClient, DecisionLog | None, RedisState]:
+    shared = RedisState(url, **state)
+    log = DecisionLog(log_dir, flush_interval=0.02, replica_id=replica_id) if log_dir is not None else None
+    app = create_app(engine, ServeSettings(cooldown_s=cooldown_s, replica_id=replica_id), log, shared)
+    return TestClient(app, raise_server_exceptions=False), log, shared
+
+
+def scrape(client: TestClient) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def by_version(samples: dict, name: str) -> dict:
+    return {dict(labels)["model_version"] if len(labels) == 1 else tuple(v for _, v in labels): value
+            for (n, labels), value in samples.items() if n == name}
+
+
+def test_two_replicas_add_up_exactly_and_share_the_cooldown(engine: Engine, offer_everything: None, redis_server,
+                                                             tmp_path: Path) -> None:
+    """Requests alternate between replicas A and B, each request's feedback goes to the other one."""
+    a, log_a, _ = replica(engine, redis_server.url, "replica-a", tmp_path)
+    b, log_b, _ = replica(engine, redis_server.url, "replica-b", tmp_path)
+    for client in (a, b):
+        scrape(client)  # Prometheus's first scrape: every series at 0
+    records = [{k: v for k, v in r.items() if k != "label"} for r in make_records(48, 5)]
+    sent = dict.fromkeys(EVENTS, 0)
+    offered, answers = [], []
+    for i, record in enumerate(records):
+        # 12 sessions, each asked 4 times in a row, alternating replicas; every 6th record has no session
+        session = None if i % 6 == 5 else f"s{i // 4}"
+        first, other = (a, b) if i % 2 == 0 else (b, a)
+        answer = first.post("/v1/predict", json={**record, "id": f"r{i}", "session_id": session}).json()
+        answers.append((answer, session, first is a))
+        events = ["carousel_tap" if i % 3 else "no_tap"]
+        if answer["suggest_switch"]:
+            offered.append(answer["id"])
+            events.append("offer_accepted" if i % 4 else "offer_declined")
+        items = [{"id": answer["id"], "event": e} for e in events]
+        assert other.post("/v1/feedback", json={"items": items}).status_code == 200
+        assert other.post("/v1/feedback", json={"items": items}).status_code == 200  # a client retry: counted once
+        for e in events:
+            sent[e] += answer["suggest_switch"]  # answers count only after an offer
+    # The cooldown is fleet-wide: each session got exactly one offer (its first request, on whichever replica),
+    # although its next request went to the other replica.
+    sessions = {}
+    for answer, session, _ in answers:
+        if session is not None:
+            sessions.setdefault(session, []).append(answer["suggest_switch"])
+    assert all(flags == [True] + [False] * (len(flags) - 1) for flags in sessions.values()), sessions
+    assert any(not on_a for (ans, s, on_a) in answers if s is not None and not ans["suggest_switch"])  # refused on B
+    assert all(ans["suggest_switch"] for ans, s, _ in answers if s is None)
+    # Counters summed over the replicas equal the offers and the answers exactly; nothing is `unknown`.
+    ma, mb = scrape(a), scrape(b)
+    version = engine.version
+    offers = {v: by_version(ma, "irp_offers_total").get(v, 0) + by_version(mb, "irp_offers_total").get(v, 0)
+              for v in (version,)}
+    assert offers == {version: len(offered)}
+    for event in EVENTS:
+        key = ("irp_offer_answers_total", (("event", event), ("model_version", version)))
+        assert ma[key] + mb[key] == sent[event], event
+    for samples in (ma, mb):
+        assert {dict(labels).get("model_version") for (n, labels) in samples if n in ("irp_offers_total", "irp_offer_answers_total")} == {version}
+        assert samples[("irp_feedback_unmatched_answers_total", ())] == 0
+        assert samples[("irp_state_up", ())] == 1
+    # Feedback logged by one replica joins the decision logged by the other, exactly.
+    log_a.close(), log_b.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert any("-replica-a-" in n for n in names) and any("-replica-b-" in n for n in names), names
+    decisions, feedback, scan = scan_log_dir(tmp_path)
+    assert scan.foreign_files == scan.invalid_lines == 0 and len(decisions) == len(records)
+    report, joined = join_logs(tmp_path, None, label="accept")
+    assert report.records == len(offered) and report.dropped.get("unknown_feedback", 0) == 0
+    expected = {f"r{i}": int(bool(i % 4)) for i in range(len(records)) if f"r{i}" in offered}
+    assert {r["id"]: r["accepted"] for r in joined} == expected
+
+
+def test_redis_stopped_or_frozen_no_5xx_no_offers_and_back_by_itself(engine: Engine, offer_everything: None,
+                                                                    redis_server, tmp_path: Path) -> None:
+    client, log, shared = replica(engine, redis_server.url, "r1", tmp_path, cooldown_s=0, retry_after_s=0.3)
+    records = [{k: v for k, v in r.items() if k != "label"} for r in make_records(10, 7)]
+    n = [0]
+
+    def ask(k: int = 6) -> list[tuple[int, bool, float]]:
+        out = []
+        for _ in range(k):
+            n[0] += 1
+            started = time.perf_counter()
+            response = client.post("/v1/predict", json={**records[n[0] % 10], "id": f"q{n[0]}", "session_id": "s"})
+            fb = client.post("/v1/feedback", json={"id": f"q{n[0]}", "event": "offer_accepted"})
+            assert fb.status_code == 200, fb.text
+            out.append((response.status_code, response.json()["suggest_switch"], time.perf_counter() - started))
+        return out
+
+    assert all(offer for _, offer, _ in ask(3))  # cooldown 0: every request offered while the store is up
+    for outage, start, end in (("stopped", redis_server.stop, redis_server.start),
+                               ("frozen", redis_server.freeze, redis_server.thaw)):
+        start()
+        during = ask(8)
+        assert all(status == 200 and not offer for status, offer, _ in during), (outage, during)
+        # Within the state timeout (50 ms) plus the model's own time; never the client library's 5 s default.
+        assert max(seconds for _, _, seconds in during) < 1.0, (outage, during)
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["state"]["ok"] is False, ready.text
+        assert ready.json()["state"]["error"], ready.text
+        info = client.get("/v1/model").json()["state"]
+        assert info["ok"] is False and info["errors"]["decide"] >= 1
+        end()
+        deadline = time.monotonic() + 10
+        while not any(offer for _, offer, _ in ask(1)):  # offers resume by themselves
+            assert time.monotonic() < deadline, f"no offer 10 s after Redis was {outage} and back"
+            time.sleep(0.1)
+        assert client.get("/readyz").json()["state"]["ok"] is True
+    samples = scrape(client)
+    assert samples[("irp_state_errors_total", (("operation", "decide"),))] >= 2
+    assert not [k for k, v in samples.items() if k[0] == "irp_http_errors_total" and ("kind", "server") in k[1] and v]
+    # The log stays exact for off-policy evaluation: what could not be offered was not eligible, propensity 0.
+    log.close()
+    decisions, _, _ = scan_log_dir(tmp_path)
+    assert decisions and all(d["suggest_switch"] == (d["propensity"] == 1.0) for d in decisions)
+    assert all(not d["eligible"] and d["propensity"] == 0.0 for d in decisions if not d["suggest_switch"])
+
+
+def test_unusable_state_exits_2_naming_the_flag(tmp_path: Path) -> None:
+    from irp.cli import app
+
+    runner = CliRunner()
+    for value in ("mongodb://x:1/0", "redis://127.0.0.1:notaport/0", "redis:///0", "redis://h:1/zero", "nothing"):
+        result = runner.invoke(app, ["serve", "--model", str(tmp_path), "--state", value])
+        assert result.exit_code == 2, (value, result.output)
+        assert "--state" in result.output, (value, result.output)
+    result = runner.invoke(app, ["serve", "--model", str(tmp_path), "--replica-id", "a/b"])
+    assert result.exit_code == 2 and "--replica-id" in result.output
+
+
+@pytest.fixture(scope="module")
+def redis_client(engine: Engine, tmp_path_factory):
+    from redis_server import RedisServer
+
+    server = RedisServer().start()
+    app = create_app(engine, ServeSettings(replica_id="fuzz"), DecisionLog(tmp_path_factory.mktemp("fuzzlog")),
+                     RedisState(server.url))
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield client
+    finally:
+        server.stop()
+
+
+@settings(FUZZ, max_examples=300)
+@given(body=feedback_body)
+def test_fuzz_feedback_with_redis_state(redis_client: TestClient, body: object) -> None:
+    check_feedback(redis_client.post("/v1/feedback", content=encode(body)))
