@@ -134,3 +134,28 @@ def test_unusable_folders_are_refused(tmp_path: Path) -> None:
         locked.mkdir(mode=0o500)
         with pytest.raises(LogDirError, match="not writable"):
             check_log_dir(locked)
+
+
+def test_replicas_share_a_folder_without_collisions(tmp_path: Path) -> None:
+    """Two replicas write into one folder: their names carry the replica id, the reader takes both, and a new
+    log recovers only its own replica's leftovers (or another's, once it has been idle long enough)."""
+    import os
+
+    from irp.logs import scan_log_dir
+    from irp.serve.decision_log import recover_orphans
+
+    logs = [DecisionLog(tmp_path, replica_id=r, flush_interval=0.01) for r in ("host-a-1f2e3d", "host-b-9c8b7a")]
+    for k, log in enumerate(logs):
+        log.submit("decision", [{"schema": 1, "kind": "decision", "id": f"{k}-{i}"} for i in range(3)])
+        log.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and "-host-a-1f2e3d-" in names[0] + names[1] and "-host-b-9c8b7a-" in names[0] + names[1]
+    assert scan_log_dir(tmp_path)[2].decision_files == 2
+    # A killed writer of each replica left a dot-file (pid 999999: not running here).
+    for replica in ("host-a-1f2e3d", "host-b-9c8b7a"):
+        (tmp_path / f".decisions-20260101T000000000000Z-{replica}-999999-000000.jsonl.tmp").write_bytes(b'{"a":1}\n')
+    assert recover_orphans(tmp_path, "host-a-1f2e3d")["files"] == 1  # its own only
+    assert recover_orphans(tmp_path, "host-c", stale_after_s=3600)["files"] == 0  # another's, recently written
+    stale = tmp_path / ".decisions-20260101T000000000000Z-host-b-9c8b7a-999999-000000.jsonl.tmp"
+    os.utime(stale, (0, 0))
+    assert recover_orphans(tmp_path, "host-c", stale_after_s=3600)["files"] == 1  # idle for ages: abandoned

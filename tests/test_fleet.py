@@ -18,6 +18,7 @@ from conftest import make_records
 from irp.logs import join_logs, scan_log_dir
 from irp.serve import DecisionLog, Engine, RedisState, ServeSettings, create_app, load_classifier
 from test_export import train_tiny
+from test_reload import retag
 from test_fuzz_serve import FUZZ, check_feedback, encode, feedback_body
 
 EVENTS = ("offer_accepted", "offer_declined", "carousel_tap", "no_tap")
@@ -41,7 +42,8 @@ def replica(engine: Engine, url: str, replica_id: str, log_dir: Path | None = No
     shared = RedisState(url, **state)
     log = DecisionLog(log_dir, flush_interval=0.02, replica_id=replica_id) if log_dir is not None else None
     app = create_app(engine, ServeSettings(cooldown_s=cooldown_s, replica_id=replica_id), log, shared)
-    return TestClient(app, raise_server_exceptions=False), log, shared
+    # A loopback client: the admin endpoint of a tokenless server answers loopback clients only.
+    return TestClient(app, raise_server_exceptions=False, client=("127.0.0.1", 50000)), log, shared
 
 
 def scrape(client: TestClient) -> dict:
@@ -162,6 +164,58 @@ def test_redis_stopped_or_frozen_no_5xx_no_offers_and_back_by_itself(engine: Eng
     decisions, _, _ = scan_log_dir(tmp_path)
     assert decisions and all(d["suggest_switch"] == (d["propensity"] == 1.0) for d in decisions)
     assert all(not d["eligible"] and d["propensity"] == 0.0 for d in decisions if not d["suggest_switch"])
+
+
+def test_rolling_swap_one_replica_at_a_time(engine: Engine, redis_server, tmp_path: Path) -> None:
+    """A -> B on two replicas, one at a time, requests and feedback flowing throughout: every answer names the
+    version that scored it, the mixed period shows offers and answers per version, a bad folder stops the roll."""
+    from irp.serve.rolling import RollError, rolling_reload
+
+    model_b = retag(engine.model_dir, tmp_path / "b", "bbbbbbbb")
+    r1, _, _ = replica(engine, redis_server.url, "r1", cooldown_s=0)
+    r2, _, _ = replica(engine, redis_server.url, "r2", cooldown_s=0)
+    for client in (r1, r2):
+        scrape(client)
+    records = [{k: v for k, v in r.items() if k != "label"} for r in make_records(60, 11)]
+    offers: dict = {}
+    accepted: dict = {}
+    served: list[tuple[str, str]] = []  # (replica, version) per answer
+
+    def traffic(part: list[dict], tag: str) -> None:
+        for i, record in enumerate(part):
+            first, other = (r1, r2) if i % 2 == 0 else (r2, r1)
+            answer = first.post("/v1/predict", json={**record, "id": f"{tag}{i}"})
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            served.append((body["replica_id"], body["model_version"]))
+            if body["suggest_switch"]:
+                offers[body["model_version"]] = offers.get(body["model_version"], 0) + 1
+                accepted[body["model_version"]] = accepted.get(body["model_version"], 0) + 1
+                assert other.post("/v1/feedback", json={"id": body["id"], "event": "offer_accepted"}).status_code == 200
+
+    traffic(records[:20], "a")
+    version_a = engine.version
+    [first] = rolling_reload([r1], str(model_b))
+    version_b = first["model_version"]
+    assert version_b != version_a and first["replica_id"] == "r1"
+    traffic(records[20:40], "m")  # the mixed period: r1 serves B, r2 still A
+    assert {v for r, v in served[20:40] if r == "r1"} == {version_b}
+    assert {v for r, v in served[20:40] if r == "r2"} == {version_a}
+    with pytest.raises(RollError, match="r2|50000|testserver|409"):
+        rolling_reload([r2], str(tmp_path / "missing"))  # a bad folder: stopped, r2 still serves A
+    assert r2.get("/readyz").json()["model_version"] == version_a
+    rolling_reload([r2], str(model_b))
+    traffic(records[40:], "b")
+    assert {v for _, v in served[40:]} == {version_b}
+    # Prometheus's view of the mixed period: offers and answers per version, summed over the replicas.
+    scrape(r1), scrape(r2)  # B's series read 0 on their first scrape (Prometheus's baseline), counts from the next
+    s1, s2 = scrape(r1), scrape(r2)
+    for version in (version_a, version_b):
+        key = ("irp_offers_total", (("model_version", version),))
+        assert s1.get(key, 0) + s2.get(key, 0) == offers.get(version, 0), version
+        key = ("irp_offer_answers_total", (("event", "offer_accepted"), ("model_version", version)))
+        assert s1.get(key, 0) + s2.get(key, 0) == accepted.get(version, 0), version
+    assert offers.get(version_a) and offers.get(version_b)  # both versions made offers
 
 
 def test_unusable_state_exits_2_naming_the_flag(tmp_path: Path) -> None:

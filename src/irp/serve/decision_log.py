@@ -115,10 +115,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_orphans(folder: str | Path, replica_id: str = "") -> dict[str, int]:
+def recover_orphans(folder: str | Path, replica_id: str = "", stale_after_s: float | None = None) -> dict[str, int]:
     """Finalize the temporary files that a killed process of this replica left in `folder` (`replica_id`, or
     the older names without one): keep every complete line (cut after the last newline), fsync, rename to the
-    final name. Files of a live process, and of other replicas, are left alone.
+    final name. Files of a live process are left alone, and so are other replicas' files (their pids mean
+    nothing here) unless untouched for `stale_after_s` seconds: a live writer rotates its files long before.
 
     Returns counts: files, lines, and bytes of torn last lines discarded.
     """
@@ -126,8 +127,18 @@ def recover_orphans(folder: str | Path, replica_id: str = "") -> dict[str, int]:
     out = {"files": 0, "lines": 0, "torn_bytes": 0}
     for path in sorted(folder.iterdir()):
         match = TMP_PATTERN.match(path.name)
-        if match is None or (match.group(2) or "") != replica_id or not path.is_file() or _pid_alive(int(match.group(3))):
+        if match is None or not path.is_file():
             continue
+        if (match.group(2) or "") == replica_id:
+            if _pid_alive(int(match.group(3))):
+                continue
+        else:
+            try:
+                idle = time.time() - path.stat().st_mtime
+            except OSError:  # renamed meanwhile by its own writer
+                continue
+            if stale_after_s is None or idle < stale_after_s:
+                continue
         try:
             data = path.read_bytes()
             whole = data[: data.rfind(b"\n") + 1]
@@ -178,7 +189,8 @@ class DecisionLog:
             raise ValueError("max_queue and rotate_bytes must be >= 1, rotate_seconds and flush_interval > 0")
         self.folder = check_log_dir(folder)
         self.replica_id = replica_id  # in every file name: replicas can share one folder
-        self.recovered = recover_orphans(self.folder, replica_id)
+        # Another replica's file untouched for twice the rotation age is abandoned (its writer was killed).
+        self.recovered = recover_orphans(self.folder, replica_id, stale_after_s=2 * rotate_seconds)
         self.max_queue, self.rotate_bytes = max_queue, rotate_bytes
         self.rotate_seconds, self.flush_interval = rotate_seconds, flush_interval
         self._pending: deque[tuple[str, dict[str, Any]]] = deque()
