@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -209,16 +210,23 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         return JSONResponse({"accepted": len(items), "logged": logged, "model_version": slot.engine.version,
                              "replica_id": replica_id})
 
+    unattributed: deque[dict[str, Any]] = deque(maxlen=settings.offer_memory)  # feedback met while the state was down
+    waiting_lock = threading.Lock()
+
     def count_feedback(items: list[dict[str, Any]]) -> None:
         """Attribute each answer to the offer it answers (any replica's, through the shared state) and count its
-        first answer of each kind. With the state down nothing is counted (it cannot be attributed); the log
-        still has every event, and `irp logs join` attributes them exactly later."""
+        first answer of each kind. While the state is down the events wait (bounded) and are counted with the next
+        feedback once it is back: counting is exactly-once in the store, so a late count is still exact."""
         for item in items:
             metrics.feedback.labels(event=item["event"]).inc()
+        if unattributed:
+            with waiting_lock:  # at most 1,024 waiting events per call: one bounded script call
+                items = [unattributed.popleft() for _ in range(min(len(unattributed), 1024))] + items
         kinds = ["offer" if i["event"] in ("offer_accepted", "offer_declined") else "tap" for i in items]
         try:
             attributed = state.answer([(i["id"], kind) for i, kind in zip(items, kinds)])
         except StateError:
+            unattributed.extend(items)
             return
         for item, kind, (version, first) in zip(items, kinds, attributed):
             if version is None:  # not an offer the fleet remembers: no model to hold it against
@@ -255,7 +263,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         # The shared state does not decide readiness: without it a replica still answers predictions (with no
         # offers), and a balancer that took every replica out when the store is down would answer nothing.
         return JSONResponse({"ready": served.ready, "model_version": served.version, "replica_id": replica_id,
-                             "state": state.status()}, status_code=200 if served.ready else 503)
+                             "state": {**state.status(), "feedback_waiting": len(unattributed)}},
+                            status_code=200 if served.ready else 503)
 
     @app.get("/v1/model", dependencies=protected)
     async def model_info() -> dict[str, Any]:
@@ -269,7 +278,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         return {
             "model_version": served.version,
             "replica_id": replica_id,
-            "state": state.status(),
+            "state": {**state.status(), "feedback_waiting": len(unattributed)},
             "model_dir": str(served.model_dir) if served.model_dir else None,
             "runtime": served.runtime,
             "threshold": served.threshold,
