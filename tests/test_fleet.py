@@ -138,9 +138,14 @@ def test_redis_stopped_or_frozen_no_5xx_no_offers_and_back_by_itself(engine: Eng
         return out
 
     assert all(offer for _, offer, _ in ask(3))  # cooldown 0: every request offered while the store is up
+    scrape(client)  # the first scrape: series at 0
     for outage, start, end in (("stopped", redis_server.stop, redis_server.start),
                                ("frozen", redis_server.freeze, redis_server.thaw)):
+        offered = client.post("/v1/predict", json={**records[0], "id": f"before-{outage}", "session_id": None})
+        assert offered.json()["suggest_switch"]
         start()
+        # The answer to an offer made before the outage cannot be attributed now: it waits, and counts once back.
+        assert client.post("/v1/feedback", json={"id": f"before-{outage}", "event": "no_tap"}).status_code == 200
         during = ask(8)
         assert all(status == 200 and not offer for status, offer, _ in during), (outage, during)
         # Within the state timeout (50 ms) plus the model's own time; never the client library's 5 s default.
@@ -156,7 +161,11 @@ def test_redis_stopped_or_frozen_no_5xx_no_offers_and_back_by_itself(engine: Eng
             assert time.monotonic() < deadline, f"no offer 10 s after Redis was {outage} and back"
             time.sleep(0.1)
         assert client.get("/readyz").json()["state"]["ok"] is True
+        assert client.get("/readyz").json()["state"]["feedback_waiting"] == 0  # counted with the next feedback
     samples = scrape(client)
+    # The frozen Redis kept the offer record and its answer counted once it was back (the timed-out call that ran
+    # late is recognised by its token); the stopped one restarted empty (no persistence): nothing to attribute to.
+    assert samples[("irp_offer_answers_total", (("event", "no_tap"), ("model_version", engine.version)))] == 1
     assert samples[("irp_state_errors_total", (("operation", "decide"),))] >= 2
     assert not [k for k, v in samples.items() if k[0] == "irp_http_errors_total" and ("kind", "server") in k[1] and v]
     # The log stays exact for off-policy evaluation: what could not be offered was not eligible, propensity 0.

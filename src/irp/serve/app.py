@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 import time
 from collections import deque
 from contextlib import asynccontextmanager
@@ -219,12 +220,13 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         feedback once it is back: counting is exactly-once in the store, so a late count is still exact."""
         for item in items:
             metrics.feedback.labels(event=item["event"]).inc()
+        items = [{**item, "token": secrets.token_hex(8)} for item in items]  # a retry keeps it: counted once
         if unattributed:
             with waiting_lock:  # at most 1,024 waiting events per call: one bounded script call
                 items = [unattributed.popleft() for _ in range(min(len(unattributed), 1024))] + items
         kinds = ["offer" if i["event"] in ("offer_accepted", "offer_declined") else "tap" for i in items]
         try:
-            attributed = state.answer([(i["id"], kind) for i, kind in zip(items, kinds)])
+            attributed = state.answer([(i["id"], kind, i["token"]) for i, kind in zip(items, kinds)])
         except StateError:
             unattributed.extend(items)
             return

@@ -52,18 +52,21 @@ NOT_ELIGIBLE = Decision(False, False, False, 0.0)
 COOLDOWN, FREE, OFFERED = 0, 1, 2  # what the decide script says of one record
 
 # KEYS: per record, its cooldown key ("" without a session) then its offer key.
-# ARGV: cooldown ms, offer ttl ms, model version, then per record "1" when the policy wants to offer.
-# Returns per record COOLDOWN (in the session's cooldown: not eligible), FREE (eligible, no offer) or OFFERED
-# (eligible; the cooldown started and the offer record stored).
+# ARGV: cooldown ms, offer ttl ms, model version, deadline (unix ms), then per record "1" when the policy wants to
+# offer. Returns per record COOLDOWN (in the session's cooldown: not eligible), FREE (eligible, no offer) or OFFERED
+# (eligible; the cooldown started and the offer record stored). A call that reaches Redis after its deadline (the
+# replica gave up waiting: a frozen server that wakes up) changes nothing: the replica answered without an offer.
 _DECIDE_LUA = """
-local cooldown, ttl, version = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local cooldown, ttl, version, deadline = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then return {} end
 local out = {}
 for i = 1, #KEYS / 2 do
   local session, offer = KEYS[2 * i - 1], KEYS[2 * i]
   local result = 1
   if session ~= '' and cooldown > 0 and redis.call('EXISTS', session) == 1 then
     result = 0
-  elseif ARGV[3 + i] == '1' then
+  elseif ARGV[4 + i] == '1' then
     if session ~= '' and cooldown > 0 then redis.call('SET', session, '1', 'PX', cooldown) end
     redis.call('DEL', offer)
     redis.call('HSET', offer, 'v', version)
@@ -75,14 +78,18 @@ end
 return out
 """
 
-# KEYS: offer keys; ARGV: per key the kind of answer ("offer" or "tap"). Returns per key {version, first}:
-# version "" when no offer is remembered, first 1 when this kind of answer is the first one.
+# KEYS: offer keys; ARGV: per key the kind of answer ("offer" or "tap") then the event's token. Returns per key
+# {version, first}: version "" when no offer is remembered, first 1 when this kind of answer is the first one,
+# or was first under the same token (a retry of a call that timed out but ran: still counted exactly once).
 _ANSWER_LUA = """
 local out = {}
 for i = 1, #KEYS do
   local version = redis.call('HGET', KEYS[i], 'v')
   if version then
-    out[i] = {version, redis.call('HSETNX', KEYS[i], ARGV[i], '1')}
+    local kind, token = ARGV[2 * i - 1], ARGV[2 * i]
+    local first = redis.call('HSETNX', KEYS[i], kind, token)
+    if first == 0 and redis.call('HGET', KEYS[i], kind) == token then first = 1 end
+    out[i] = {version, first}
   else
     out[i] = {'', 0}
   end
@@ -184,9 +191,10 @@ class SharedState(ABC):
         """One Decision per record, in order (a session asked twice in one batch: its first offer counts)."""
 
     @abstractmethod
-    def answer(self, answers: list[tuple[str, str]]) -> list[tuple[str | None, bool]]:
-        """Per (record id, kind of answer "offer" | "tap"): (model version of the remembered offer or None,
-        whether this kind of answer is the first for it). Raises StateError when the store cannot be used."""
+    def answer(self, answers: list[tuple[str, str, str]]) -> list[tuple[str | None, bool]]:
+        """Per (record id, kind of answer "offer" | "tap", token unique to the event): (model version of the
+        remembered offer or None, whether this kind of answer is the first for it; a retry with the same token
+        is still the first). Raises StateError when the store cannot be used."""
 
     @property
     def ok(self) -> bool:
@@ -206,7 +214,7 @@ class MemoryState(SharedState):
     >>> state, policy = MemoryState(), SwitchPolicy(cooldown_s=600)
     >>> [d.offer for d in state.decide(policy, [Ask("a", True, None, "s"), Ask("b", True, None, "s")], "v1")]
     [True, False]
-    >>> state.answer([("a", "offer"), ("a", "offer"), ("b", "tap")])
+    >>> state.answer([("a", "offer", "t1"), ("a", "offer", "t2"), ("b", "tap", "t3")])
     [('v1', True), ('v1', False), (None, False)]
     """
 
@@ -219,8 +227,8 @@ class MemoryState(SharedState):
         self.offers.remember([(a.record_id, model_version) for a, d in zip(asks, decisions) if d.offer])
         return decisions
 
-    def answer(self, answers: list[tuple[str, str]]) -> list[tuple[str | None, bool]]:
-        return [self.offers.attribute(record_id, kind) for record_id, kind in answers]
+    def answer(self, answers: list[tuple[str, str, str]]) -> list[tuple[str | None, bool]]:
+        return [self.offers.attribute(record_id, kind) for record_id, kind, _ in answers]
 
 
 class RedisState(SharedState):
@@ -290,7 +298,8 @@ class RedisState(SharedState):
     def decide(self, policy: SwitchPolicy, asks: list[Ask], model_version: str) -> list[Decision]:
         decisions: list[Decision | None] = [NOT_ELIGIBLE] * len(asks)
         keys: list[str] = []
-        args: list[Any] = [int(policy.cooldown_s * 1000), int(self.offer_ttl_s * 1000), model_version]
+        deadline_ms = int((time.time() + self.timeout_s) * 1000)
+        args: list[Any] = [int(policy.cooldown_s * 1000), int(self.offer_ttl_s * 1000), model_version, deadline_ms]
         asked: list[tuple[int, bool, bool]] = []  # (index, explored, wanted)
         for i, a in enumerate(asks):
             if a.screen_available is False:
@@ -306,16 +315,19 @@ class RedisState(SharedState):
             results = self._call("decide", self._decide, keys, args)
         except StateError:
             return decisions  # type: ignore[return-value]  # all not eligible: no offer, propensity 0
+        if len(results) != len(asked):  # past its deadline when Redis ran it: treated as a timeout
+            self._failed("decide", TimeoutError(f"reached Redis after the {self.timeout_s * 1000:.0f} ms deadline"))
+            return decisions  # type: ignore[return-value]
         for (i, explored, _), result in zip(asked, results):
             decisions[i] = policy.shared_decision(asks[i].image_seeking, result != COOLDOWN, explored,
                                                   result == OFFERED)
         return decisions  # type: ignore[return-value]
 
-    def answer(self, answers: list[tuple[str, str]]) -> list[tuple[str | None, bool]]:
+    def answer(self, answers: list[tuple[str, str, str]]) -> list[tuple[str | None, bool]]:
         if not answers:
             return []
-        keys = [f"{KEY_PREFIX}offer:{record_id}" for record_id, _ in answers]
-        results = self._call("answer", self._answer, keys, [kind for _, kind in answers])
+        keys = [f"{KEY_PREFIX}offer:{record_id}" for record_id, _, _ in answers]
+        results = self._call("answer", self._answer, keys, [x for _, kind, token in answers for x in (kind, token)])
         return [(version.decode() if version else None, bool(first)) for version, first in results]
 
     def close(self) -> None:
