@@ -162,6 +162,7 @@ def test_redis_stopped_or_frozen_no_5xx_no_offers_and_back_by_itself(engine: Eng
             time.sleep(0.1)
         assert client.get("/readyz").json()["state"]["ok"] is True
         assert client.get("/readyz").json()["state"]["feedback_waiting"] == 0  # counted with the next feedback
+    scrape(client)  # the restarted Redis forgot which series were exported: they read 0 once more
     samples = scrape(client)
     # The frozen Redis kept the offer record and its answer counted once it was back (the timed-out call that ran
     # late is recognised by its token); the stopped one restarted empty (no persistence): nothing to attribute to.
@@ -225,6 +226,20 @@ def test_rolling_swap_one_replica_at_a_time(engine: Engine, redis_server, tmp_pa
         key = ("irp_offer_answers_total", (("event", "offer_accepted"), ("model_version", version)))
         assert s1.get(key, 0) + s2.get(key, 0) == accepted.get(version, 0), version
     assert offers.get(version_a) and offers.get(version_b)  # both versions made offers
+
+
+def test_counts_survive_a_restarted_replica(engine: Engine, offer_everything: None, redis_server) -> None:
+    """With Redis the counters live in the store: a replica killed after counting (nothing scraped since) and
+    restarted with its id exports every count, with no reset and nothing lost."""
+    r1, _, _ = replica(engine, redis_server.url, "r1", cooldown_s=0)
+    scrape(r1)  # series shown at 0
+    ids = [r1.post("/v1/predict", json={"id": f"k{i}", "utterance": "red dress"}).json()["id"] for i in range(5)]
+    r1.post("/v1/feedback", json={"items": [{"id": i, "event": "offer_accepted"} for i in ids]})
+    del r1  # killed before any scrape saw these counts
+    again, _, _ = replica(engine, redis_server.url, "r1", cooldown_s=0)
+    samples = scrape(again)
+    assert samples[("irp_offers_total", (("model_version", engine.version),))] == 5
+    assert samples[("irp_offer_answers_total", (("event", "offer_accepted"), ("model_version", engine.version)))] == 5
 
 
 def test_unusable_state_exits_2_naming_the_flag(tmp_path: Path) -> None:

@@ -105,6 +105,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
     live_tap = LivePrecision(window_s=settings.live_window_s)  # taps after offers: tapped / answers
     state = state if state is not None else MemoryState(settings.offer_memory)
     replica_id = settings.replica_id or default_replica_id()
+    state.replica_id = replica_id  # type: ignore[attr-defined]  # names this replica's counts in a shared store
     metrics = Metrics(engine, decision_log, state, replica_id)
     def swapped(old: Engine, new: Engine) -> None:
         app.state.engine = new
@@ -226,7 +227,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
                 items = [unattributed.popleft() for _ in range(min(len(unattributed), 1024))] + items
         kinds = ["offer" if i["event"] in ("offer_accepted", "offer_declined") else "tap" for i in items]
         try:
-            attributed = state.answer([(i["id"], kind, i["token"]) for i, kind in zip(items, kinds)])
+            attributed = state.answer([(i["id"], kind, i["token"], i["event"]) for i, kind in zip(items, kinds)])
         except StateError:
             unattributed.extend(items)
             return

@@ -188,20 +188,37 @@ class _ScrapeCollector:
     def describe(self) -> list:
         return []  # collected only at scrape time; nothing to check at registration
 
+    def _counts(self, family: Any) -> Iterator[Any]:
+        """irp_offers_total and irp_offer_answers_total: from the shared store when it keeps them (Redis: they
+        survive a SIGKILL), else from this process (VersionCounts). Nothing when the store cannot be read now
+        (a gap in a counter loses nothing)."""
+        offers, answers = self.metrics.offers.collect(), self.metrics.answers.collect()
+        if self.state is not None:
+            from irp.serve.state import StateError
+
+            try:
+                stored = self.state.counts(set(offers) | set(answers))
+            except StateError:
+                return
+            if stored is not None:
+                offers = {k: n for k, n in stored.items() if k[1] == "offers"}
+                answers = {k: n for k, n in stored.items() if k[1] != "offers"}
+        by_version = family("irp_offers", "Offers made (suggest_switch=true), by the model version that made them.",
+                            labels=["model_version"])
+        for (version, _), n in sorted(offers.items()):
+            by_version.add_metric([version], n)
+        yield by_version
+        answered = family("irp_offer_answers", "Answers to offers received by this replica, by the model version of "
+                          "the offer (whichever replica made it) and event; each offer's first answer of each kind "
+                          "only.", labels=["model_version", "event"])
+        for (version, event), n in sorted(answers.items()):
+            answered.add_metric([version, event], n)
+        yield answered
+
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        offers = CounterMetricFamily("irp_offers", "Offers made (suggest_switch=true), by the model version that "
-                                     "made them.", labels=["model_version"])
-        for (version, _), n in sorted(self.metrics.offers.collect().items()):
-            offers.add_metric([version], n)
-        yield offers
-        answers = CounterMetricFamily("irp_offer_answers", "Answers to offers received by this replica, by the model "
-                                      "version of the offer (whichever replica made it) and event; each offer's "
-                                      "first answer of each kind only.", labels=["model_version", "event"])
-        for (version, event), n in sorted(self.metrics.answers.collect().items()):
-            answers.add_metric([version, event], n)
-        yield answers
+        yield from self._counts(CounterMetricFamily)
         engine = self.metrics.engine
         if engine.promised_precision is not None:
             promise = GaugeMetricFamily("irp_promised_precision", "Precision the served artifact promises at its "

@@ -52,12 +52,12 @@ NOT_ELIGIBLE = Decision(False, False, False, 0.0)
 COOLDOWN, FREE, OFFERED = 0, 1, 2  # what the decide script says of one record
 
 # KEYS: per record, its cooldown key ("" without a session) then its offer key.
-# ARGV: cooldown ms, offer ttl ms, model version, deadline (unix ms), then per record "1" when the policy wants to
-# offer. Returns per record COOLDOWN (in the session's cooldown: not eligible), FREE (eligible, no offer) or OFFERED
+# ARGV: cooldown ms, offer ttl ms, model version, deadline (unix ms), the replica's counts key, then per record
+# "1" when the policy wants to offer (an offer also counts `<version>|offers` in the replica's counts). Returns per record COOLDOWN (in the session's cooldown: not eligible), FREE (eligible, no offer) or OFFERED
 # (eligible; the cooldown started and the offer record stored). A call that reaches Redis after its deadline (the
 # replica gave up waiting: a frozen server that wakes up) changes nothing: the replica answered without an offer.
 _DECIDE_LUA = """
-local cooldown, ttl, version, deadline = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local cooldown, ttl, version, deadline, counts = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local now = redis.call('TIME')
 if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then return {} end
 local out = {}
@@ -66,11 +66,12 @@ for i = 1, #KEYS / 2 do
   local result = 1
   if session ~= '' and cooldown > 0 and redis.call('EXISTS', session) == 1 then
     result = 0
-  elseif ARGV[4 + i] == '1' then
+  elseif ARGV[5 + i] == '1' then
     if session ~= '' and cooldown > 0 then redis.call('SET', session, '1', 'PX', cooldown) end
     redis.call('DEL', offer)
     redis.call('HSET', offer, 'v', version)
     redis.call('PEXPIRE', offer, ttl)
+    redis.call('HINCRBY', counts, version .. '|offers', 1)
     result = 2
   end
   out[i] = result
@@ -78,17 +79,22 @@ end
 return out
 """
 
-# KEYS: offer keys; ARGV: per key the kind of answer ("offer" or "tap") then the event's token. Returns per key
-# {version, first}: version "" when no offer is remembered, first 1 when this kind of answer is the first one,
-# or was first under the same token (a retry of a call that timed out but ran: still counted exactly once).
+# KEYS: offer keys; ARGV: the replica's counts key, then per key the kind of answer ("offer" or "tap"), the
+# event's token and the event. Returns per key {version, first}: version "" when no offer is remembered, first 1
+# when this kind of answer is the first one (counted as `<version>|<event>` in the replica's counts), or was first
+# under the same token (a retry of a call that timed out but ran: counted then, not again).
 _ANSWER_LUA = """
-local out = {}
+local out, counts = {}, ARGV[1]
 for i = 1, #KEYS do
   local version = redis.call('HGET', KEYS[i], 'v')
   if version then
-    local kind, token = ARGV[2 * i - 1], ARGV[2 * i]
+    local kind, token, event = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
     local first = redis.call('HSETNX', KEYS[i], kind, token)
-    if first == 0 and redis.call('HGET', KEYS[i], kind) == token then first = 1 end
+    if first == 1 then
+      redis.call('HINCRBY', counts, version .. '|' .. event, 1)
+    elseif redis.call('HGET', KEYS[i], kind) == token then
+      first = 1
+    end
     out[i] = {version, first}
   else
     out[i] = {'', 0}
@@ -191,10 +197,14 @@ class SharedState(ABC):
         """One Decision per record, in order (a session asked twice in one batch: its first offer counts)."""
 
     @abstractmethod
-    def answer(self, answers: list[tuple[str, str, str]]) -> list[tuple[str | None, bool]]:
-        """Per (record id, kind of answer "offer" | "tap", token unique to the event): (model version of the
-        remembered offer or None, whether this kind of answer is the first for it; a retry with the same token
-        is still the first). Raises StateError when the store cannot be used."""
+    def answer(self, answers: list[tuple[str, str, str, str]]) -> list[tuple[str | None, bool]]:
+        """Per (record id, kind of answer "offer" | "tap", token unique to the event, event): (model version of
+        the remembered offer or None, whether this kind of answer is the first for it; a retry with the same
+        token is still the first). Raises StateError when the store cannot be used."""
+
+    def counts(self, declared: set[tuple[str, str]]) -> dict[tuple[str, str], int] | None:
+        """Counts kept by the store itself, to export instead of the process's own (None: the process counts)."""
+        return None
 
     @property
     def ok(self) -> bool:
@@ -214,7 +224,8 @@ class MemoryState(SharedState):
     >>> state, policy = MemoryState(), SwitchPolicy(cooldown_s=600)
     >>> [d.offer for d in state.decide(policy, [Ask("a", True, None, "s"), Ask("b", True, None, "s")], "v1")]
     [True, False]
-    >>> state.answer([("a", "offer", "t1"), ("a", "offer", "t2"), ("b", "tap", "t3")])
+    >>> state.answer([("a", "offer", "t1", "offer_accepted"), ("a", "offer", "t2", "offer_accepted"),
+    ...               ("b", "tap", "t3", "no_tap")])
     [('v1', True), ('v1', False), (None, False)]
     """
 
@@ -227,8 +238,8 @@ class MemoryState(SharedState):
         self.offers.remember([(a.record_id, model_version) for a, d in zip(asks, decisions) if d.offer])
         return decisions
 
-    def answer(self, answers: list[tuple[str, str, str]]) -> list[tuple[str | None, bool]]:
-        return [self.offers.attribute(record_id, kind) for record_id, kind, _ in answers]
+    def answer(self, answers: list[tuple[str, str, str, str]]) -> list[tuple[str | None, bool]]:
+        return [self.offers.attribute(record_id, kind) for record_id, kind, _, _ in answers]
 
 
 class RedisState(SharedState):
@@ -251,6 +262,33 @@ class RedisState(SharedState):
         self._answer = self.client.register_script(_ANSWER_LUA)
         self._retry_at = 0.0  # monotonic: the store is not asked before this after a failure
         self._lock = threading.Lock()
+        self.replica_id = ""  # set by the app: names this replica's counts in the store
+
+    @property
+    def _counts_key(self) -> str:
+        return f"{KEY_PREFIX}counts:{self.replica_id}"
+
+    def counts(self, declared: set[tuple[str, str]]) -> dict[tuple[str, str], int] | None:
+        """This replica's counts of offers and answers, kept in Redis by the scripts that decide them: they
+        survive a SIGKILL (a restarted replica of the same id goes on counting from them, with no reset) and are
+        exact even for a call that timed out but ran. A (version, key) pair reads 0 on its first export (then
+        remembered in Redis), so Prometheus never misses its first counts. Raises StateError when Redis fails."""
+        shown_key = f"{KEY_PREFIX}shown:{self.replica_id}"
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(self._counts_key)
+            pipe.smembers(shown_key)
+            raw, shown_raw = pipe.execute()
+            values = {tuple(k.decode().rsplit("|", 1)): int(v) for k, v in raw.items()}
+            shown = {tuple(m.decode().rsplit("|", 1)) for m in shown_raw}
+            labels = set(values) | declared
+            new = [f"{v}|{k}" for v, k in labels - shown]
+            if new:
+                self.client.sadd(shown_key, *new)
+        except Exception as e:  # noqa: BLE001
+            self._failed("answer", e, count=False)
+            raise StateError(self.last_error) from None
+        return {label: values.get(label, 0) if label in shown else 0 for label in labels}  # type: ignore[misc]
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "url": redacted(self.url), "timeout_s": self.timeout_s,
@@ -299,7 +337,8 @@ class RedisState(SharedState):
         decisions: list[Decision | None] = [NOT_ELIGIBLE] * len(asks)
         keys: list[str] = []
         deadline_ms = int((time.time() + self.timeout_s) * 1000)
-        args: list[Any] = [int(policy.cooldown_s * 1000), int(self.offer_ttl_s * 1000), model_version, deadline_ms]
+        args: list[Any] = [int(policy.cooldown_s * 1000), int(self.offer_ttl_s * 1000), model_version, deadline_ms,
+                           self._counts_key]
         asked: list[tuple[int, bool, bool]] = []  # (index, explored, wanted)
         for i, a in enumerate(asks):
             if a.screen_available is False:
@@ -323,11 +362,12 @@ class RedisState(SharedState):
                                                   result == OFFERED)
         return decisions  # type: ignore[return-value]
 
-    def answer(self, answers: list[tuple[str, str, str]]) -> list[tuple[str | None, bool]]:
+    def answer(self, answers: list[tuple[str, str, str, str]]) -> list[tuple[str | None, bool]]:
         if not answers:
             return []
-        keys = [f"{KEY_PREFIX}offer:{record_id}" for record_id, _, _ in answers]
-        results = self._call("answer", self._answer, keys, [x for _, kind, token in answers for x in (kind, token)])
+        keys = [f"{KEY_PREFIX}offer:{record_id}" for record_id, _, _, _ in answers]
+        args = [self._counts_key] + [x for _, kind, token, event in answers for x in (kind, token, event)]
+        results = self._call("answer", self._answer, keys, args)
         return [(version.decode() if version else None, bool(first)) for version, first in results]
 
     def close(self) -> None:
