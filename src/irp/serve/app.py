@@ -312,7 +312,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
     @app.get("/metrics", dependencies=protected)
     async def prometheus() -> Response:
         """Prometheus text format."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # In a thread: with --state redis the counts are read from the store (one round trip, <= 50 ms).
+        return Response(await run_in_threadpool(generate_latest, metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _document_request_bodies(app)

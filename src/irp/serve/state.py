@@ -12,8 +12,13 @@ Redis keys (one Lua script call, one round trip, per request; Redis runs a scrip
 replicas can never both start one session's cooldown, nor both count one answer):
 
     irp:cd:<session_id>   "1", expiring after the cooldown (PX)       set only by an offer, only if absent
-    irp:offer:<id>        hash {v: model_version, offer: 1, tap: 1}   expiring after `offer_ttl_s` (the
-                                                                      feedback window; default 24 h)
+    irp:offer:<id>        hash {v: model_version, offer: T, tap: T}   expiring after `offer_ttl_s` (the
+                                                                      feedback window; default 24 h); T is the
+                                                                      token of the event counted for that kind
+    irp:counts:<replica>  hash {"<version>|offers": n, "<version>|<event>": n}   this replica's counters, bumped
+                                                                      by the scripts above (Prometheus reads them
+                                                                      from the replica's /metrics)
+    irp:shown:<replica>   set of "<version>|<key>" already exported once (a new series is first exported at 0)
 
 When Redis cannot be reached within `timeout_s` (default 50 ms: connection refused, or a server that no
 longer answers) the replica keeps answering predictions but makes no offer: every record of the request is
