@@ -465,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-rounds", type=int, default=20)
     parser.add_argument("--capacity-seconds", type=float, default=8.0, help="per concurrency step (0: skip)")
+    parser.add_argument("--models-from", type=Path, default=None,
+                        help="reuse model_a, model_b and sim.jsonl of an earlier run folder (DIR/run) with the same seed")
     args = parser.parse_args(argv)
     for binary in ("redis-server", "haproxy", "prometheus"):
         if shutil.which(binary) is None and not Path("/usr/sbin", binary).exists():
@@ -475,8 +477,15 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     started = time.time()
-    log("models (tiny encoder, ONNX fp32)")
-    model_a, model_b, data = build_models(run, args.seed)
+    if args.models_from is not None:
+        for name in ("model_a", "model_b"):
+            shutil.copytree(args.models_from / name, run / name)
+        shutil.copy(args.models_from / "sim.jsonl", run / "sim.jsonl")
+        model_a, model_b, data = run / "model_a", run / "model_b", run / "sim.jsonl"
+        log(f"models reused from {args.models_from}")
+    else:
+        log("models (tiny encoder, ONNX fp32)")
+        model_a, model_b, data = build_models(run, args.seed)
     records = [json.loads(line) for line in data.read_text().splitlines()][3000:]
     redis_proc, redis_url = start_redis(run)
     procs: list[subprocess.Popen] = [redis_proc]
