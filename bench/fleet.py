@@ -465,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-rounds", type=int, default=20)
     parser.add_argument("--capacity-seconds", type=float, default=8.0, help="per concurrency step (0: skip)")
+    parser.add_argument("--only-latency", action="store_true",
+                        help="step 2 only (p50 with --state memory vs redis), written to DIR/fleet_state_latency.json")
     parser.add_argument("--models-from", type=Path, default=None,
                         help="reuse model_a, model_b and sim.jsonl of an earlier run folder (DIR/run) with the same seed")
     args = parser.parse_args(argv)
@@ -494,6 +496,12 @@ def main(argv: list[str] | None = None) -> int:
         log("p50 with --state memory vs --state redis, one replica each, concurrency 1")
         latency = state_latency(run, model_a, redis_url, records, args.latency_rounds, 50)
         log(f"latency: {latency}")
+        if args.only_latency:
+            from irp.fileio import write_json_atomic
+
+            write_json_atomic(args.out / "fleet_state_latency.json", {**latency, "rounds": args.latency_rounds,
+                              "requests_per_round": 50}, allow_nan=False, default=None)
+            return 0
         import redis
 
         redis.Redis.from_url(redis_url).flushdb()  # the fleet starts from an empty store
