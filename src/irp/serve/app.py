@@ -161,11 +161,13 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
 
     def answer(records: list[dict]) -> list[dict[str, Any]]:
         served = slot.engine  # read once: a reload meanwhile does not touch this request
+        prefetched = state.prefetch([r["session_id"] for r in records if r["screen_available"] is not False],
+                                    policy.cooldown_s)  # the cooldowns are read while the model scores
         with computing:  # extra threads wait here, asleep, instead of splitting the cores among themselves
             probs = served.predict_proba(records)
         threshold, version, now = served.threshold, served.version, time.time()
         asks = [Ask(r["id"], bool(p >= threshold), r["screen_available"], r["session_id"]) for r, p in zip(records, probs)]
-        decisions = state.decide(policy, asks, version)  # the cooldown and offer records, shared when --state is
+        decisions = state.decide(policy, asks, version, prefetched)  # cooldown and offer records (shared with --state)
         out, events = [], []
         for record, ask, p, decision in zip(records, asks, probs, decisions):
             result = {"id": record["id"], "probability": float(p), "image_seeking": ask.image_seeking,

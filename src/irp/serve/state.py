@@ -197,8 +197,12 @@ class SharedState(ABC):
         self.last_error: str | None = None
         self.down_since: float | None = None  # unix seconds of the first failure of the current outage
 
+    def prefetch(self, session_ids: list[str | None], cooldown_s: float) -> Any:
+        """Start reading the sessions' cooldowns now (while the model scores); pass the result to `decide`."""
+        return None
+
     @abstractmethod
-    def decide(self, policy: SwitchPolicy, asks: list[Ask], model_version: str) -> list[Decision]:
+    def decide(self, policy: SwitchPolicy, asks: list[Ask], model_version: str, prefetched: Any = None) -> list[Decision]:
         """One Decision per record, in order (a session asked twice in one batch: its first offer counts)."""
 
     @abstractmethod
@@ -238,7 +242,7 @@ class MemoryState(SharedState):
         super().__init__()
         self.offers = OfferMemory(capacity)
 
-    def decide(self, policy: SwitchPolicy, asks: list[Ask], model_version: str) -> list[Decision]:
+    def decide(self, policy: SwitchPolicy, asks: list[Ask], model_version: str, prefetched: Any = None) -> list[Decision]:
         decisions = [policy.decide(a.image_seeking, a.screen_available, a.session_id) for a in asks]
         self.offers.remember([(a.record_id, model_version) for a, d in zip(asks, decisions) if d.offer])
         return decisions
@@ -268,6 +272,9 @@ class RedisState(SharedState):
         self._retry_at = 0.0  # monotonic: the store is not asked before this after a failure
         self._lock = threading.Lock()
         self.replica_id = ""  # set by the app: names this replica's counts in the store
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._reader = ThreadPoolExecutor(max_workers=4, thread_name_prefix="irp-state-read")
 
     @property
     def _counts_key(self) -> str:
@@ -338,8 +345,39 @@ class RedisState(SharedState):
                 log.warning("shared state back after %.1f s", time.time() - self.down_since)
             self.down_since, self.last_error = None, None
 
-    def decide(self, policy: SwitchPolicy, asks: list[Ask], model_version: str) -> list[Decision]:
+    def prefetch(self, session_ids: list[str | None], cooldown_s: float) -> Any:
+        """The sessions' cooldown keys, read (MGET, one round trip) on a reader thread while the model scores, so
+        that a record that is not offered costs no round trip after scoring; None when there is nothing to read."""
+        keys = sorted({f"{KEY_PREFIX}cd:{s}" for s in session_ids if s is not None})
+        if not keys or cooldown_s <= 0:
+            return None
+        if self.down_since is not None and time.monotonic() < self._retry_at:
+            return StateError(self.last_error or "down")
+        return self._reader.submit(lambda: dict(zip(keys, self.client.mget(keys))))
+
+    def _cooling(self, prefetched: Any) -> set[str] | None:
+        """Cooldown keys that exist, from a prefetch; None when the read failed (counted: no offers then)."""
+        if prefetched is None:
+            return set()
+        if isinstance(prefetched, StateError):
+            self.errors["decide"] += 1
+            return None
+        try:
+            values = prefetched.result(timeout=self.timeout_s * 2)
+        except Exception as e:  # noqa: BLE001  # a timeout, a refused connection, ...
+            self._failed("decide", e)
+            return None
+        return {k for k, v in values.items() if v is not None}
+
+    def decide(self, policy: SwitchPolicy, asks: list[Ask], model_version: str, prefetched: Any = None) -> list[Decision]:
+        """With a prefetch: a record whose session is cooling down, or that the policy does not want to offer, is
+        decided from the prefetched read (eligibility as of that read); only the records to offer go to the
+        decide script, which checks the cooldown again and starts it atomically."""
         decisions: list[Decision | None] = [NOT_ELIGIBLE] * len(asks)
+        cooling = self._cooling(prefetched) if prefetched is not None else None
+        if prefetched is not None and cooling is None:
+            return decisions  # type: ignore[return-value]  # the read failed: no offers, propensity 0
+        sessions = Counter(a.session_id for a in asks)
         keys: list[str] = []
         deadline_ms = int((time.time() + self.timeout_s) * 1000)
         args: list[Any] = [int(policy.cooldown_s * 1000), int(self.offer_ttl_s * 1000), model_version, deadline_ms,
@@ -348,7 +386,15 @@ class RedisState(SharedState):
         for i, a in enumerate(asks):
             if a.screen_available is False:
                 continue  # never eligible: no coin, no store
+            session_key = f"{KEY_PREFIX}cd:{a.session_id}" if a.session_id is not None else ""
+            if cooling is not None and session_key in cooling:
+                continue  # cooling down as of the prefetch: not eligible
             explored, want = policy.draw(a.image_seeking)
+            if cooling is not None and not want and sessions[a.session_id] == 1:
+                # eligible as of the prefetch and nothing to start: no round trip (a session asked twice in one
+                # batch goes to the script, where an earlier record may have started its cooldown)
+                decisions[i] = policy.shared_decision(a.image_seeking, True, explored, False)
+                continue
             asked.append((i, explored, want))
             keys += [f"{KEY_PREFIX}cd:{a.session_id}" if a.session_id is not None else "",
                      f"{KEY_PREFIX}offer:{a.record_id}"]
@@ -376,6 +422,7 @@ class RedisState(SharedState):
         return [(version.decode() if version else None, bool(first)) for version, first in results]
 
     def close(self) -> None:
+        self._reader.shutdown(wait=False)
         try:
             self.client.close()
         except Exception:  # noqa: BLE001
