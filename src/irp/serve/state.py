@@ -8,8 +8,10 @@ records and remembers each offer (its model version, and which kinds of answer w
 `answer` attributes feedback events to the offer they answer, exactly once per kind of answer ("offer":
 accepted / declined, "tap": carousel tap / no tap), whichever replica made the offer.
 
-Redis keys (one Lua script call, one round trip, per request; Redis runs a script atomically, so two
-replicas can never both start one session's cooldown, nor both count one answer):
+A request reads its sessions' cooldowns (MGET) on a reader thread while the model scores; after scoring, only the
+records to offer go to a Lua script that checks the cooldown again, starts it and stores the offer record in one
+step. Redis runs a script atomically, so two replicas can never both start one session's cooldown, nor both
+count one answer. Keys:
 
     irp:cd:<session_id>   "1", expiring after the cooldown (PX)       set only by an offer, only if absent
     irp:offer:<id>        hash {v: model_version, offer: T, tap: T}   expiring after `offer_ttl_s` (the
