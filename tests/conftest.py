@@ -119,3 +119,15 @@ def small_log(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         paths[split] = folder / f"{split}.jsonl"
         write_records(paths[split], make_records(n, seed))
     return paths
+
+
+@pytest.fixture
+def redis_server():
+    """A real redis-server on a free loopback port (tests/redis_server.py), stopped after the test."""
+    from redis_server import RedisServer
+
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

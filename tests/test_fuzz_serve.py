@@ -28,7 +28,7 @@ from irp.logs import scan_log_dir
 from irp.serve import DecisionLog, Engine, ServeSettings, create_app, load_classifier
 from test_export import train_tiny
 
-PREDICTION_KEYS = {"id", "probability", "image_seeking", "suggest_switch", "threshold", "model_version"}
+PREDICTION_KEYS = {"id", "probability", "image_seeking", "suggest_switch", "threshold", "model_version", "replica_id"}
 FUZZ = settings(max_examples=600, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 FUZZ_SLOW = settings(FUZZ, max_examples=6000)
@@ -138,7 +138,7 @@ def check_feedback(response) -> None:
     assert response.status_code < 500, (response.status_code, response.text)
     body = response.json()
     if response.status_code == 200:
-        assert set(body) == {"accepted", "logged", "model_version"} and body["accepted"] == body["logged"]
+        assert set(body) == {"accepted", "logged", "model_version", "replica_id"} and body["accepted"] == body["logged"]
     else:
         assert response.status_code in (400, 413, 422), response.status_code
         assert isinstance(body["field"], str) and body["field"] and body["detail"].startswith(body["field"] + ": ")

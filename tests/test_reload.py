@@ -70,8 +70,9 @@ def test_good_folder_swaps_and_every_answer_names_its_model(artifacts: dict[str,
     assert again.status_code == 200 and again.json()["model_dir"] == str(artifacts["b"])
     metrics = client.get("/metrics").text
     assert 'irp_model_reloads_total{result="ok"} 2.0' in metrics
-    assert f'irp_model_info{{runtime="torch",version="{body["model_version"]}"}} 1.0' in metrics
-    assert f'version="{version_a}"' not in metrics
+    replica = client.get("/readyz").json()["replica_id"]
+    assert f'irp_model_info{{replica="{replica}",runtime="torch",version="{body["model_version"]}"}} 1.0' in metrics
+    assert f',version="{version_a}"' not in metrics  # irp_model_info follows the swap (counters keep their label)
 
 
 @pytest.mark.parametrize("folder", ["broken", "no_config", "missing"])

@@ -19,7 +19,7 @@ from test_export import train_tiny
 
 RECORD = {"utterance": "show me a red dress", "intent": "search", "session_id": "s1",
           "products": [{"title": "Red Floral Dress", "brand": "acme", "color": ["red"], "category": "dress"}]}
-PREDICTION_KEYS = {"id", "probability", "image_seeking", "suggest_switch", "threshold", "model_version"}
+PREDICTION_KEYS = {"id", "probability", "image_seeking", "suggest_switch", "threshold", "model_version", "replica_id"}
 
 
 @pytest.fixture(scope="module")

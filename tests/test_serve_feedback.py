@@ -74,7 +74,8 @@ def test_exploration_is_reproducible_with_a_seed(engine: Engine) -> None:
 def test_feedback_single_and_batch_are_logged(engine: Engine, tmp_path: Path) -> None:
     client, log = served(engine, tmp_path)
     one = client.post("/v1/feedback", json={"id": "a1", "event": "offer_accepted", "ts": 1_700_000_000.5})
-    assert one.status_code == 200 and one.json() == {"accepted": 1, "logged": 1, "model_version": engine.version}
+    assert one.status_code == 200 and one.json() == {"accepted": 1, "logged": 1, "model_version": engine.version,
+                                                     "replica_id": one.json()["replica_id"]}
     items = [{"id": f"b{i}", "event": e} for i, e in enumerate(["carousel_tap", "no_tap", "offer_declined"] * 3)]
     batch = client.post("/v1/feedback", json={"items": items})
     assert batch.status_code == 200 and batch.json()["accepted"] == 9
@@ -142,9 +143,10 @@ def test_live_precision_of_offers_in_model_info_and_metrics(engine: Engine, monk
     assert client.post("/v1/feedback", json={"items": events}).status_code == 200
     info = client.get("/v1/model").json()
     live = info["live_precision"]
-    # 7 accepted of the 10 offers, the repeated answer counted once, the stranger's decline counted (unattributed)
-    assert (live["answers"], live["accepted"]) == (11, 7)
-    assert live["ci"] == pytest.approx(list(wilson_interval(7, 11)))
+    # 7 accepted of the 10 offers, the repeated answer counted once, the stranger's decline not counted (no offer
+    # remembered: no model version to hold it against)
+    assert (live["answers"], live["accepted"]) == (10, 7)
+    assert live["ci"] == pytest.approx(list(wilson_interval(7, 10)))
     assert info["live_precision_current_model"]["answers"] == 10
     assert info["live_precision_current_model"]["precision"] == pytest.approx(0.7)
     assert "promised_precision" in info and "promise" in info
@@ -153,18 +155,24 @@ def test_live_precision_of_offers_in_model_info_and_metrics(engine: Engine, monk
     tap = info["live_tap_precision"]
     assert (tap["answers"], tap["accepted"], tap["precision"]) == (2, 1, 0.5)
     assert info["live_tap_precision_current_model"]["answers"] == 2
+    v = engine.version
+    assert info["counts"] == {"offers": {v: 10}, "answers": {v: {"offer_accepted": 7, "offer_declined": 3,
+                                                                 "carousel_tap": 1, "no_tap": 1}}}
+    first = metric_samples(client)  # a version's series read 0 on their first scrape (Prometheus's baseline)
+    assert first[("irp_offers_total", (("model_version", v),))] == 0
+    assert first[("irp_offer_answers_total", (("event", "offer_accepted"), ("model_version", v)))] == 0
     samples = metric_samples(client)
-    assert samples[("irp_live_precision", ())] == pytest.approx(7 / 11)
-    assert samples[("irp_live_precision_upper", ())] == pytest.approx(wilson_interval(7, 11)[1])
-    assert samples[("irp_live_precision_answers", ())] == 11
+    assert samples[("irp_offers_total", (("model_version", v),))] == 10
+    answers = {e: samples[("irp_offer_answers_total", (("event", e), ("model_version", v)))]
+               for e in ("offer_accepted", "offer_declined", "carousel_tap", "no_tap")}
+    assert answers == {"offer_accepted": 7, "offer_declined": 3, "carousel_tap": 1, "no_tap": 1}
+    assert not any(name.startswith("irp_live") for name, _ in samples)  # ratios are recording rules, not gauges
     assert samples[("irp_switch_suggestions_total", ())] == 10
     assert samples[("irp_feedback_events_total", (("event", "offer_accepted"),))] == 8
     assert samples[("irp_feedback_events_total", (("event", "carousel_tap"),))] == 3
-    assert samples[("irp_live_tap_precision", ())] == 0.5 and samples[("irp_live_tap_precision_answers", ())] == 2
-    assert samples[("irp_live_tap_precision_lower", ())] == pytest.approx(wilson_interval(1, 2)[0])
     assert samples[("irp_feedback_unmatched_answers_total", ())] == 1
     if info["promised_precision"] is not None:
-        assert samples[("irp_promised_precision", ())] == pytest.approx(info["promised_precision"])
+        assert samples[("irp_promised_precision", (("model_version", v),))] == pytest.approx(info["promised_precision"])
 
 
 def test_a_full_log_queue_drops_counts_and_still_answers(engine: Engine, tmp_path: Path) -> None:
@@ -193,14 +201,16 @@ def test_shutdown_closes_the_log(engine: Engine, tmp_path: Path) -> None:
 
 def test_the_alert_rules_name_metrics_the_server_exports(engine: Engine, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """docs/prometheus_alerts.yml parses, and every irp_* series it queries is one that /metrics exposes."""
+    """deploy/prometheus/rules.yml parses, and every irp_* series it queries is one that /metrics exposes (the
+    recorded series, `level:irp_...:window`, are the rules' own)."""
     import re
 
     yaml = pytest.importorskip("yaml")
-    rules = yaml.safe_load((Path(__file__).resolve().parents[1] / "docs" / "prometheus_alerts.yml").read_text())
+    rules = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules.yml").read_text())
     exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    alerts = [rule["expr"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule]
     for window in ("irp_live_precision", "irp_live_tap_precision"):  # one rule per label the promise can be on
-        assert any(f"{window}_upper" in e and "irp_promised_precision" in e for e in exprs), window
+        assert any(f"model_version:{window}_upper:1h" in e and "irp_promised_precision" in e for e in alerts), window
     monkeypatch.setattr(engine.classifier, "threshold_", 0.0)  # every record offered
     client, log = served(engine, tmp_path, cooldown_s=0)
     assert client.post("/v1/predict", json={"id": "r1", "utterance": "red dress"}).json()["suggest_switch"]
@@ -212,5 +222,5 @@ def test_the_alert_rules_name_metrics_the_server_exports(engine: Engine, tmp_pat
     log.close()
     assert engine.promised_precision is not None and "irp_promised_precision" in names
     for expr in exprs:
-        for name in re.findall(r"\birp_[a-z_]+", expr):
+        for name in re.findall(r"(?<![:\w])irp_[a-z_]+", expr):
             assert name in names, (name, sorted(names))

@@ -187,7 +187,7 @@ def test_the_served_log_joins_validates_and_trains(sigterm_run: dict, tiny_backb
 
 def test_sigkill_leaves_whole_files_and_a_bounded_loss(artifact: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "logs"
-    server = Served(artifact, log_dir, "--log-queue", "1000")
+    server = Served(artifact, log_dir, "--log-queue", "1000", "--replica-id", "r1")
     load = Load(server.url)
     time.sleep(2.0)
     server.proc.kill()
@@ -195,7 +195,7 @@ def test_sigkill_leaves_whole_files_and_a_bounded_loss(artifact: Path, tmp_path:
     load.join()
     answered = len(load.answered)
     on_disk = [p for p in log_dir.iterdir() if not p.name.startswith(".")]
-    recovered = recover_orphans(log_dir)  # what the next server on this folder does first
+    recovered = recover_orphans(log_dir, "r1")  # what the next server of this replica id does first
     decisions, _, scan = scan_log_dir(log_dir)
     assert scan.torn_lines == scan.invalid_lines == scan.in_progress_files == 0  # every file reads back whole
     lost = answered - len(decisions)

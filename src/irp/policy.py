@@ -157,6 +157,25 @@ class SwitchPolicy:
                     self._last_offer.popitem(last=False)
         return Decision(offer, eligible, explored, offer_propensity(image_seeking, eligible, self.explore_rate))
 
+    def draw(self, image_seeking: bool) -> tuple[bool, bool]:
+        """The coins of one decision drawn before its eligibility is known, for a shared cooldown store
+        (irp.serve.state) that checks eligibility and starts the cooldown in one atomic step: (explored, whether
+        to offer if eligible). Same distribution as `decide`: P(offer | eligible) = (1 - E) [seeking] + E / 2.
+
+        >>> SwitchPolicy(explore_rate=0.0).draw(True), SwitchPolicy(explore_rate=1.0, seed=0).draw(False)
+        ((False, True), (True, False))
+        """
+        if self.explore_rate <= 0:
+            return False, image_seeking
+        with self._lock:
+            explored = self._rng.random() < self.explore_rate
+            return explored, (self._rng.random() < EXPLORE_OFFER_PROB if explored else image_seeking)
+
+    def shared_decision(self, image_seeking: bool, eligible: bool, explored: bool, offered: bool) -> Decision:
+        """The Decision once a shared store answered (`eligible`: not in the cooldown; `offered`: it started it)."""
+        return Decision(offered, eligible, explored and eligible,
+                        offer_propensity(image_seeking, eligible, self.explore_rate))
+
     def _forget_expired(self, now: float) -> None:
         # Entries are in offer order, so expired ones are at the front.
         while self._last_offer:

@@ -12,6 +12,7 @@ from irp.cli import model  # noqa: F401  isort: skip
 from irp.cli import serve  # noqa: F401  isort: skip
 from irp.cli import logs  # noqa: F401  isort: skip
 from irp.cli import audit  # noqa: F401  isort: skip
+from irp.cli import fleet  # noqa: F401  isort: skip
 from irp.cli.common import app
 
 __all__ = ["app"]

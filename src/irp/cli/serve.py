@@ -39,6 +39,18 @@ def serve(
     log_rotate_s: float = typer.Option(300.0, "--log-rotate-s", help="Start a new log file after this many seconds."),
     log_queue: int = typer.Option(100_000, "--log-queue", help="Events queued for the log writer at most (then dropped)."),
     live_window_s: float = typer.Option(3600.0, "--live-window-s", help="Window of the live precision of offers."),
+    state: str = typer.Option(
+        "memory", "--state", help="Where the session cooldown and offer records live: memory (this process) or "
+        "redis://HOST:PORT/DB (shared by every replica; docs/fleet.md)."
+    ),
+    replica_id: str | None = typer.Option(
+        None, "--replica-id", help="Names this replica in answers, metrics and log files (default: hostname + "
+        "random suffix; give a restarted replica its old id to recover its log files)."
+    ),
+    offer_ttl_s: float = typer.Option(
+        86_400.0, "--offer-ttl-s", help="With --state redis: seconds an offer record lives (answers later than "
+        "this are not attributed)."
+    ),
 ) -> None:
     """Serve the model over HTTP: /v1/predict, /v1/predict/batch, /v1/feedback, /v1/admin/reload, /healthz,
     /readyz, /v1/model, /metrics. SIGHUP re-reads the model folder; SIGTERM finishes in-flight requests and
@@ -72,11 +84,23 @@ def serve(
         err_console.print("[bold yellow]warning:[/] --explore-rate without --log-dir: the exploration is not logged")
     if log_rotate_mb <= 0 or log_rotate_s <= 0 or log_queue < 1 or live_window_s <= 0:
         fail("--log-rotate-mb, --log-rotate-s and --live-window-s must be > 0, --log-queue >= 1")
+    from irp.serve.state import check_replica_id, default_replica_id, open_state, parse_state
+
+    try:
+        parse_state(state)
+    except ValueError as e:
+        fail(escape(f"--state {state}: {e}"))
+    try:
+        replica_id = check_replica_id(replica_id) if replica_id is not None else default_replica_id()
+    except ValueError as e:
+        fail(escape(f"--replica-id {e}"))
+    if offer_ttl_s <= 0:
+        fail("--offer-ttl-s must be > 0")
     decision_log = None
     if log_dir is not None:  # refused before the model loads: an unwritable folder is a start-up error
         try:
             decision_log = DecisionLog(log_dir, max_queue=log_queue, rotate_bytes=int(log_rotate_mb * 1024 * 1024),
-                                       rotate_seconds=log_rotate_s)
+                                       rotate_seconds=log_rotate_s, replica_id=replica_id)
         except LogDirError as e:
             fail(escape(f"--log-dir: {e}"))
     configure_torch_threads()
@@ -87,13 +111,17 @@ def serve(
             decision_log.close()
         fail(escape(str(e)))
     engine.warm_up()
+    shared = open_state(state, offer_ttl_s=offer_ttl_s)
+    if not shared.ok:
+        err_console.print(escape(f"warning: --state: {shared.last_error}; serving without offers until it answers"))
     settings = ServeSettings(token=token, cooldown_s=cooldown, workers=workers, explore_rate=explore_rate, seed=seed,
-                             runtime=runtime, threads=threads, live_window_s=live_window_s)
-    app_ = create_app(engine, settings, decision_log)
+                             runtime=runtime, threads=threads, live_window_s=live_window_s, replica_id=replica_id)
+    app_ = create_app(engine, settings, decision_log, shared)
     install_sighup(app_.state.slot)
     console.print(
         f"serving {escape(str(model))} (version {engine.version}, runtime {engine.runtime}, threshold "
-        f"{engine.threshold:.4g}) on http://{escape(host)}:{port} "
+        f"{engine.threshold:.4g}) as replica {replica_id} with state {escape(shared.status().get('url', 'memory'))} "
+        f"on http://{escape(host)}:{port} "
         + ("with bearer-token auth" if token else "without auth (loopback only)")
         + (f"; decision log {escape(str(log_dir))}, explore rate {explore_rate:g}" if decision_log else "")
     )

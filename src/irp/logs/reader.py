@@ -2,7 +2,7 @@
 
 Two layouts, both read (a folder may hold both, e.g. a server upgraded in place):
 - Parquet (schema 2, irp.logs.parquet_log): `DIR/kind=decision|feedback/date=YYYY-MM-DD/hour=HH/<replica>-<uuid>.parquet`;
-- JSON Lines (schema 1, older servers): `DIR/decisions-<ts>-<pid>-<seq>.jsonl`, `DIR/feedback-<...>.jsonl`.
+- JSON Lines (schema 1, older servers): `DIR/decisions-<ts>-[<replica>-]<pid>-<seq>.jsonl`, `DIR/feedback-<...>.jsonl`.
 
 While a server runs, the files being written have dot-names. Readers must never trip over what they find,
 so every oddity is counted and skipped:
@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from irp.logs.parquet_log import KIND_DIRS, LOG_SCHEMA_VERSION, PARQUET_NAME, SCHEMAS, table_to_events
 
 FEEDBACK_EVENTS = ("offer_accepted", "offer_declined", "carousel_tap", "no_tap")
-FILE_PATTERN = re.compile(r"^(decisions|feedback)-\d{8}T\d{6}\d*Z-\d+-\d{6}\.jsonl$")
+FILE_PATTERN = re.compile(r"^(decisions|feedback)-\d{8}T\d{6}\d*Z-(?:[A-Za-z0-9][A-Za-z0-9_.-]*-)?\d+-\d{6}\.jsonl$")
 MAX_EXAMPLES = 10
 
 

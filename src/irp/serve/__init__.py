@@ -18,6 +18,7 @@ The package, in reading order:
     decision_log.py  DecisionLog: bounded queue, writer thread, rotating complete-or-absent Parquet files (journaled)
     feedback.py      live precision of offers over a sliding window (Wilson interval), offer memory
     reload.py        ModelSlot: load, warm up, ONNX parity, atomic swap; SIGHUP
+    state.py         what replicas share (--state memory | redis://): session cooldown, offer records
     metrics.py       Prometheus metrics and the request middleware
     openapi.py       the OpenAPI document: request schemas written from checks.py's rules, response models
 
@@ -42,10 +43,12 @@ from irp.serve.engine import Engine, load_classifier
 from irp.serve.feedback import LivePrecision, wilson_interval
 from irp.serve.metrics import Metrics
 from irp.serve.reload import ModelSlot, ReloadError, install_sighup
+from irp.serve.state import MemoryState, RedisState, SharedState, StateError, open_state, parse_state
 
 __all__ = [
-    "FEEDBACK_EVENTS", "TOKEN_ENV", "DecisionLog", "Engine", "Limits", "LivePrecision", "LogDirError", "Metrics",
-    "ModelSlot", "ReloadError", "RequestError", "ServeSettings", "check_batch", "check_feedback", "check_log_dir",
+    "FEEDBACK_EVENTS", "TOKEN_ENV", "DecisionLog", "Engine", "Limits", "LivePrecision", "LogDirError",
+    "MemoryState", "Metrics", "ModelSlot", "RedisState", "ReloadError", "RequestError", "ServeSettings", "SharedState",
+    "StateError", "open_state", "parse_state", "check_batch", "check_feedback", "check_log_dir",
     "check_record", "check_reload", "create_app", "install_sighup", "is_loopback", "load_classifier", "parse_json",
     "read_body", "recover_orphans", "wilson_interval",
 ]

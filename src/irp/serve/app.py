@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 import time
+from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,7 +40,7 @@ from irp.serve.checks import (
 )
 from irp.serve.decision_log import DecisionLog, decision_event, feedback_event
 from irp.serve.engine import Engine
-from irp.serve.feedback import LivePrecision, OfferMemory
+from irp.serve.feedback import LivePrecision
 from irp.serve.metrics import Metrics, MetricsMiddleware
 from irp.serve.openapi import (
     BatchOut,
@@ -50,6 +52,7 @@ from irp.serve.openapi import (
     request_body,
 )
 from irp.serve.reload import ModelSlot, ReloadError
+from irp.serve.state import Ask, MemoryState, SharedState, StateError, default_replica_id
 
 log = logging.getLogger("irp.serve")
 
@@ -65,7 +68,8 @@ class ServeSettings:
     runtime: str = "auto"  # for reloads: the runtime the server was started with
     threads: int = 1  # intra-op threads of a reloaded model
     live_window_s: float = 3600.0  # sliding window of the live precision of offers
-    offer_memory: int = 200_000  # recent offers remembered to attribute their answers
+    offer_memory: int = 200_000  # recent offers remembered to attribute their answers (--state memory)
+    replica_id: str = ""  # names this replica in answers, metrics and log files ("": hostname + random suffix)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -89,10 +93,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(engine: Engine, settings: ServeSettings | None = None, decision_log: DecisionLog | None = None) -> Any:
+def create_app(engine: Engine, settings: ServeSettings | None = None, decision_log: DecisionLog | None = None,
+               state: SharedState | None = None) -> Any:
     """The FastAPI app around a loaded engine (the CLI loads the model before binding the port).
 
-    `decision_log`: where decisions and feedback go (None: not logged); the app closes it on shutdown."""
+    `decision_log`: where decisions and feedback go (None: not logged); the app closes it on shutdown.
+    `state`: what the replicas share (irp.serve.state; None: this process only)."""
     import threading
 
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -103,8 +109,10 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
     policy_settings = policy.settings
     live = LivePrecision(window_s=settings.live_window_s)  # answers to offers: accepted / answers
     live_tap = LivePrecision(window_s=settings.live_window_s)  # taps after offers: tapped / answers
-    offers = OfferMemory(settings.offer_memory)
-    metrics = Metrics(engine, live, decision_log, live_tap)
+    state = state if state is not None else MemoryState(settings.offer_memory)
+    replica_id = settings.replica_id or default_replica_id()
+    state.replica_id = replica_id  # type: ignore[attr-defined]  # names this replica's counts in a shared store
+    metrics = Metrics(engine, decision_log, state, replica_id)
     def swapped(old: Engine, new: Engine) -> None:
         app.state.engine = new
         metrics.model_swapped(new)
@@ -119,6 +127,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         if decision_log is not None:  # after the last request was answered (uvicorn's graceful shutdown)
             stats = await run_in_threadpool(decision_log.close)
             log.warning("decision log closed: %s", {k: stats[k] for k in ("written", "dropped")})
+        state.close()
 
     app = FastAPI(
         title="irp: image-seeking intent",
@@ -127,7 +136,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         lifespan=lifespan,
     )
     app.state.engine, app.state.slot, app.state.policy, app.state.metrics = engine, slot, policy, metrics
-    app.state.decision_log, app.state.live = decision_log, live
+    app.state.decision_log, app.state.live, app.state.shared, app.state.replica_id = decision_log, live, state, replica_id
     bearer = HTTPBearer(auto_error=False)
     token = settings.token.encode() if settings.token else None
 
@@ -157,26 +166,25 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
 
     def answer(records: list[dict]) -> list[dict[str, Any]]:
         served = slot.engine  # read once: a reload meanwhile does not touch this request
+        prefetched = state.prefetch([r["session_id"] for r in records if r["screen_available"] is not False],
+                                    policy.cooldown_s)  # the cooldowns are read while the model scores
         with computing:  # extra threads wait here, asleep, instead of splitting the cores among themselves
             probs = served.predict_proba(records)
         threshold, version, now = served.threshold, served.version, time.time()
-        out, events, offered = [], [], []
-        explored = 0
-        for record, p in zip(records, probs):
-            seeking = bool(p >= threshold)
-            decision = policy.decide(seeking, record["screen_available"], record["session_id"])
-            result = {"id": record["id"], "probability": float(p), "image_seeking": seeking,
-                      "suggest_switch": decision.offer, "threshold": threshold, "model_version": version}
+        asks = [Ask(r["id"], bool(p >= threshold), r["screen_available"], r["session_id"]) for r, p in zip(records, probs)]
+        decisions = state.decide(policy, asks, version, prefetched)  # cooldown and offer records (shared with --state)
+        out, events = [], []
+        for record, ask, p, decision in zip(records, asks, probs, decisions):
+            result = {"id": record["id"], "probability": float(p), "image_seeking": ask.image_seeking,
+                      "suggest_switch": decision.offer, "threshold": threshold, "model_version": version,
+                      "replica_id": replica_id}
             out.append(result)
-            if decision.offer:
-                offered.append((record["id"], version))
-                explored += decision.explored
             if decision_log is not None:
                 events.append(decision_event(record, result, decision, policy_settings, now))
         if events:
             decision_log.submit("decision", events)  # type: ignore[union-attr]  # never blocks; drops when full
-        offers.remember(offered)
-        metrics.observe_decisions(sum(r["image_seeking"] for r in out), len(out), len(offered), explored)
+        metrics.observe_decisions(sum(a.image_seeking for a in asks), len(out), sum(d.offer for d in decisions),
+                                  sum(d.offer and d.explored for d in decisions), version)
         return out
 
     # The document describes this server: bearer auth and its 401 only when it has a token (a tokenless server
@@ -201,7 +209,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         results = await run_in_threadpool(answer, records)
         version = results[0]["model_version"] if results else slot.engine.version
         threshold = results[0]["threshold"] if results else slot.engine.threshold
-        return JSONResponse({"results": results, "model_version": version, "threshold": threshold})
+        return JSONResponse({"results": results, "model_version": version, "threshold": threshold,
+                             "replica_id": replica_id})
 
     @app.post("/v1/feedback", response_model=FeedbackOut, responses=errors, dependencies=protected,
               openapi_extra=request_body("FeedbackBodyIn"))
@@ -210,20 +219,37 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         now = time.time()
         items = check_feedback(parse_json(await read_body(request, limits.max_body_bytes)), limits, now)
         logged = decision_log.submit("feedback", [feedback_event(i, now) for i in items]) if decision_log else 0
+        await run_in_threadpool(count_feedback, items)
+        return JSONResponse({"accepted": len(items), "logged": logged, "model_version": slot.engine.version,
+                             "replica_id": replica_id})
+
+    unattributed: deque[dict[str, Any]] = deque(maxlen=settings.offer_memory)  # feedback met while the state was down
+    waiting_lock = threading.Lock()
+
+    def count_feedback(items: list[dict[str, Any]]) -> None:
+        """Attribute each answer to the offer it answers (any replica's, through the shared state) and count its
+        first answer of each kind. While the state is down the events wait (bounded) and are counted with the next
+        feedback once it is back: counting is exactly-once in the store, so a late count is still exact."""
         for item in items:
-            event = item["event"]
-            metrics.feedback.labels(event=event).inc()
-            kind = "offer" if event in ("offer_accepted", "offer_declined") else "tap"
-            version = offers.answer(item["id"], kind)
-            if version == "repeat":  # a retried answer: logged (the join de-duplicates), counted once here
-                continue
-            if kind == "offer":
-                if version is None:
+            metrics.feedback.labels(event=item["event"]).inc()
+        items = [{**item, "token": secrets.token_hex(8)} for item in items]  # a retry keeps it: counted once
+        if unattributed:
+            with waiting_lock:  # at most 1,024 waiting events per call: one bounded script call
+                items = [unattributed.popleft() for _ in range(min(len(unattributed), 1024))] + items
+        kinds = ["offer" if i["event"] in ("offer_accepted", "offer_declined") else "tap" for i in items]
+        try:
+            attributed = state.answer([(i["id"], kind, i["token"], i["event"]) for i, kind in zip(items, kinds)])
+        except StateError:
+            unattributed.extend(items)
+            return
+        for item, kind, (version, first) in zip(items, kinds, attributed):
+            if version is None:  # not an offer the fleet remembers: no model to hold it against
+                if kind == "offer":
                     metrics.unmatched.inc()
-                live.add(event == "offer_accepted", version)
-            elif version is not None:  # a tap or no tap after one of this server's offers
-                live_tap.add(event == "carousel_tap", version)
-        return JSONResponse({"accepted": len(items), "logged": logged, "model_version": slot.engine.version})
+            elif first:  # a retried answer is logged (the join de-duplicates) and counted once here
+                metrics.answers.add(version, item["event"])
+                (live if kind == "offer" else live_tap).add(item["event"] in ("offer_accepted", "carousel_tap"),
+                                                            version)
 
     @app.post("/v1/admin/reload", dependencies=admin, responses=error_responses(400, 409, 413, 422, *(auth or (403,))),
               openapi_extra=request_body("ReloadIn"))
@@ -246,7 +272,10 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
     async def readyz() -> JSONResponse:
         """200 once the model answered its warm-up request, else 503 (no auth: for readiness probes)."""
         served = slot.engine
-        return JSONResponse({"ready": served.ready, "model_version": served.version},
+        # The shared state does not decide readiness: without it a replica still answers predictions (with no
+        # offers), and a balancer that took every replica out when the store is down would answer nothing.
+        return JSONResponse({"ready": served.ready, "model_version": served.version, "replica_id": replica_id,
+                             "state": {**state.status(), "feedback_waiting": len(unattributed)}},
                             status_code=200 if served.ready else 503)
 
     @app.get("/v1/model", dependencies=protected, responses=error_responses(*auth))
@@ -260,12 +289,18 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
         live_now, live_tap_now = live.snapshot(), live_tap.snapshot()
         return {
             "model_version": served.version,
+            "replica_id": replica_id,
+            "state": {**state.status(), "feedback_waiting": len(unattributed)},
             "model_dir": str(served.model_dir) if served.model_dir else None,
             "runtime": served.runtime,
             "threshold": served.threshold,
             "operating_point": meta["threshold"],
             "promise": promise,
             "promised_precision": served.promised_precision,
+            "live_scope": "this replica's view: the answers it received, over its sliding window; fleet-wide "
+                          "live precision is a Prometheus recording rule (deploy/prometheus/rules.yml)",
+            "counts": {"offers": {v: c["offers"] for v, c in metrics.offers.totals().items()},
+                       "answers": metrics.answers.totals()},
             "live_precision": live_now,
             "live_precision_current_model": live_now["by_model_version"].get(served.version),
             "live_tap_precision": live_tap_now,
@@ -286,7 +321,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
     @app.get("/metrics", dependencies=protected, response_class=PlainTextResponse, responses=error_responses(*auth))
     async def prometheus() -> Response:
         """Prometheus text format."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # In a thread: with --state redis the counts are read from the store (one round trip, <= 50 ms).
+        return Response(await run_in_threadpool(generate_latest, metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_openapi(app, limits)

@@ -61,7 +61,7 @@ KINDS = {"decision": "decisions", "feedback": "feedback"}  # event kind -> legac
 SCHEMA_VERSION = 1  # of the event dicts (the JSONL line format); Parquet rows carry LOG_SCHEMA_VERSION
 TMP_PATTERN = re.compile(r"^\.((?:decisions|feedback)-\d{8}T\d{6}\d*Z-(\d+)-\d{6}\.jsonl)\.tmp$")
 JOURNAL_SUFFIX = ".journal.jsonl"
-JOURNAL_PATTERN = re.compile(r"^\.(.+)\.(\d+)\.journal\.jsonl$")  # .<replica>-<uuid>.<pid>.journal.jsonl
+JOURNAL_PATTERN = re.compile(r"^\.((.+)-[0-9a-f]{32})\.(\d+)\.journal\.jsonl$")  # .<replica>-<id>.<pid>.journal.jsonl
 
 
 class LogDirError(Exception):
@@ -147,17 +147,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_journals(folder: str | Path) -> dict[str, int]:
-    """Turn the journals that a killed process left under `folder` into their Parquet files (every whole
-    line; the torn last one dropped), and delete their unfinished `.parquet.tmp`. Journals of a live process
-    are left alone. Returns counts: files, lines, torn_bytes, and bad_lines (whole lines that do not fit the
-    schema, dropped)."""
+def _abandoned(path: Path, writer_replica: str, pid: int, replica_id: str, stale_after_s: float | None) -> bool:
+    """Whether the writer of a journal is gone. Its pid means something only on this host: for this replica, or a
+    default id (`<host>-<pid>`) of this host. Another host's file is abandoned once untouched for `stale_after_s`
+    (a live writer rotates long before)."""
+    if writer_replica == replica_id or writer_replica.startswith(f"{sanitize_replica_id(socket.gethostname())}-"):
+        return not _pid_alive(pid)
+    try:
+        return stale_after_s is not None and time.time() - path.stat().st_mtime >= stale_after_s
+    except OSError:  # finished and removed by its writer meanwhile
+        return False
+
+
+def recover_journals(folder: str | Path, replica_id: str = "", stale_after_s: float | None = None) -> dict[str, int]:
+    """Turn the journals that a killed writer left under `folder` into their Parquet files (every whole
+    line; the torn last one dropped), and delete their unfinished `.parquet.tmp`. Journals of a live writer
+    are left alone (`_abandoned`: replicas may share the folder). Returns counts: files, lines, torn_bytes, and
+    bad_lines (whole lines that do not fit the schema, dropped)."""
     folder = Path(folder)
     out = {"files": 0, "lines": 0, "torn_bytes": 0, "bad_lines": 0}
     for kind, sub in KIND_DIRS.items():
         for path in sorted((folder / sub).glob(f"date=*/hour=*/.*{JOURNAL_SUFFIX}")):
             match = JOURNAL_PATTERN.match(path.name)
-            if match is None or _pid_alive(int(match.group(2))):
+            if match is None:
+                continue
+            if not _abandoned(path, match.group(2), int(match.group(3)), replica_id, stale_after_s):
                 continue
             try:
                 if (path.parent / f"{match.group(1)}.parquet").exists():  # killed between rename and unlink
@@ -206,7 +220,7 @@ def _table_or_rows(kind: str, events: list[dict[str, Any]], counts: dict[str, in
         return events_to_table(kind, good)
 
 
-def recover_orphans(folder: str | Path) -> dict[str, int]:
+def recover_orphans(folder: str | Path, replica_id: str = "", stale_after_s: float | None = None) -> dict[str, int]:
     """Finalize what a killed process left in `folder`: Parquet journals (recover_journals), and legacy JSONL
     temporary files (cut after the last newline, fsynced, renamed to the final name). Files of a live process
     are left alone.
@@ -214,7 +228,7 @@ def recover_orphans(folder: str | Path) -> dict[str, int]:
     Returns counts: files, lines, and bytes of torn last lines discarded (and bad_lines of journals).
     """
     folder = Path(folder)
-    out = recover_journals(folder)
+    out = recover_journals(folder, replica_id, stale_after_s)
     for path in sorted(folder.iterdir()):
         match = TMP_PATTERN.match(path.name)
         if match is None or not path.is_file() or _pid_alive(int(match.group(2))):
@@ -270,9 +284,10 @@ class DecisionLog:
             raise ValueError("max_queue, rotate_bytes and row_group_rows must be >= 1, rotate_seconds and "
                              "flush_interval > 0")
         self.folder = check_log_dir(folder)
-        self.recovered = recover_orphans(self.folder)
-        # Default: host and pid, unique per process; a fleet passes its replica's name.
+        # Default: host and pid, unique per process; a fleet passes its replica's name (`irp serve --replica-id`).
         self.replica_id = sanitize_replica_id(replica_id or f"{socket.gethostname()}-{os.getpid()}")
+        # Replicas may share the folder: another host's journal untouched for twice the rotation age is abandoned.
+        self.recovered = recover_orphans(self.folder, self.replica_id, stale_after_s=2 * rotate_seconds)
         self.max_queue, self.rotate_bytes, self.row_group_rows = max_queue, rotate_bytes, row_group_rows
         self.rotate_seconds, self.flush_interval = rotate_seconds, flush_interval
         self._pending: deque[tuple[str, dict[str, Any]]] = deque()

@@ -10,7 +10,7 @@ no_tap (irp.serve.checks.check_feedback validates it). The server writes it to t
 
 The artifact's promised precision is about the label it was trained on: the tap precision for a model trained
 on `irp logs join --label tap` (the default), the acceptance for `--label accept`. GET /v1/model shows both next
-to the promise; docs/prometheus_alerts.yml compares the matching one. The server remembers which model version
+to the promise; deploy/prometheus/rules.yml compares the matching one fleet-wide, from counters. The server remembers which model version
 made each recent offer (`OfferMemory`), so both are also given per model version: after a reload, the window
 holds answers to both models for a while.
 """
@@ -76,6 +76,22 @@ class OfferMemory:
                 self._offers.move_to_end(record_id)
             while len(self._offers) > self.capacity:
                 self._offers.popitem(last=False)
+
+    def attribute(self, record_id: str, kind: str = "offer") -> tuple[str | None, bool]:
+        """(model version of the offer or None when not remembered, whether this kind of answer is its first).
+
+        >>> memory = OfferMemory(); memory.remember([("a", "v1")])
+        >>> memory.attribute("a", "tap"), memory.attribute("a", "tap"), memory.attribute("b")
+        (('v1', True), ('v1', False), (None, False))
+        """
+        with self._lock:
+            entry = self._offers.get(record_id)
+            if entry is None:
+                return None, False
+            bit = _ANSWER_BITS[kind]
+            first = not entry[1] & bit
+            entry[1] |= bit
+            return entry[0], first
 
     def answer(self, record_id: str, kind: str = "offer") -> str | None:
         """The model version of the offer being answered; "repeat" when this kind of answer came before; None

@@ -161,23 +161,28 @@ class PredictionOut(BaseModel):
     suggest_switch: bool
     threshold: float
     model_version: str
+    replica_id: str = Field(description="the replica that answered (`irp serve --replica-id`)")
 
 
 class BatchOut(BaseModel):
     results: list[PredictionOut]
     model_version: str
     threshold: float
+    replica_id: str
 
 
 class FeedbackOut(BaseModel):
     accepted: int = Field(description="events validated and counted")
     logged: int = Field(description="events queued for the decision log (0 without --log-dir)")
     model_version: str
+    replica_id: str
 
 
 class ReadyOut(BaseModel):
     ready: bool
     model_version: str
+    replica_id: str
+    state: dict[str, Any] = Field(description="the shared state (`--state`): backend, whether it answers, and why not")
 
 
 class ErrorOut(BaseModel):
