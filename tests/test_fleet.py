@@ -110,8 +110,8 @@ def test_two_replicas_add_up_exactly_and_share_the_cooldown(engine: Engine, offe
         assert samples[("irp_state_up", ())] == 1
     # Feedback logged by one replica joins the decision logged by the other, exactly.
     log_a.close(), log_b.close()
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert any("-replica-a-" in n for n in names) and any("-replica-b-" in n for n in names), names
+    names = sorted(p.name for p in tmp_path.rglob("*.parquet"))
+    assert any(n.startswith("replica-a-") for n in names) and any(n.startswith("replica-b-") for n in names), names
     decisions, feedback, scan = scan_log_dir(tmp_path)
     assert scan.foreign_files == scan.invalid_lines == 0 and len(decisions) == len(records)
     report, joined = join_logs(tmp_path, None, label="accept")
