@@ -323,7 +323,8 @@ fused in one transformer encoder; loss α·BCE + β·soft precision).
 | ECE / Brier, raw sigmoid | {_num(metrics.get('ece_uncalibrated'))} / {_num(metrics.get('brier_uncalibrated'))} |
 
 These are validation numbers (the threshold and the calibration were fitted on the same data); measure on a
-held-out test file with `irp evaluate` (it reports `target_met`, `ece` and `brier`) before trusting them.
+held-out test file with `irp evaluate` (it reports `target_met`: met, consistent or missed on the test precision's
+95 % interval, `ece` and `brier`) before trusting them.
 
 ## Intended use and limits
 - Intended: rank or gate a proactive "continue on a screen?" offer, at a high-precision operating point.

@@ -16,6 +16,7 @@ from irp.cli.common import (
     load_or_fail,
     print_metrics,
     print_promise,
+    print_verdict,
     write_json,
 )
 from irp.config import DEFAULT_FIELDS
@@ -70,6 +71,7 @@ def baseline(
     table.add_row("threshold", f"{result['threshold']:.6g}", "")
     table.add_row("n / positives", f"{result['n']:,} / {result['positives']:,}", "")
     console.print(table)
+    print_verdict(result["target_verdict"])
     style = "green" if choice["reached"] else "bold red"
     console.print(f"[{style}]validation ({choice['rule']}): {escape(choice['message'])}[/]")
     if json_out is not None:
@@ -177,12 +179,10 @@ def evaluate(
 ) -> None:
     """Precision / recall / F0.5 at the saved operating point, AP and ROC AUC (95 % bootstrap intervals), ECE and
     Brier of the calibrated probabilities, and whether the artifact's target precision is met on this data."""
-    import math
-
     import numpy as np
 
     from irp.calibration import brier_score, expected_calibration_error
-    from irp.metrics import evaluation_report
+    from irp.metrics import evaluation_report, verdict_fields
 
     clf = load_classifier(model, runtime)
     records = load_or_fail(data, "data")
@@ -199,17 +199,16 @@ def evaluate(
         "ece": expected_calibration_error(y, probs, bins=15),  # 15 equal-width bins
         "brier": brier_score(y, probs),
         "target_precision": target,
-        # precision undefined (nothing predicted positive) does not meet a target
-        "target_met": bool(target is not None and not math.isnan(report["precision"])
-                           and report["precision"] >= target),
         "operating_point": promise,
         "model": str(model),
         "data": str(data),
     }
+    if target is not None:  # met / consistent / missed, judged on the test precision's 95 % interval
+        report |= verdict_fields(report, target)
     print_metrics(report, f"{data}")
-    met = "[green]met[/]" if report["target_met"] else "[bold red]NOT met[/]"
-    console.print(f"target precision {target:g}: {met} (precision {report['precision']:.4f}); "
-                  f"ECE {report['ece']:.4f}, Brier {report['brier']:.4f} ({promise['calibration']} calibration)")
+    if target is not None:
+        print_verdict(report["target_verdict"])
+    console.print(f"ECE {report['ece']:.4f}, Brier {report['brier']:.4f} ({promise['calibration']} calibration)")
     if plots is not None:
         from irp.plots import plot_pr_curve, plot_reliability, plot_threshold_curves
 
