@@ -41,6 +41,7 @@ from irp.serve.checks import (
 )
 from irp.serve.decision_log import DecisionLog, decision_event, feedback_event
 from irp.serve.engine import Engine
+from irp.serve.runtime_choice import runtime_choice
 from irp.serve.feedback import LivePrecision, OfferMemory
 from irp.serve.metrics import Metrics, MetricsMiddleware
 from irp.serve.reload import ModelSlot, ReloadError
@@ -255,6 +256,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
             "model_version": served.version,
             "model_dir": str(served.model_dir) if served.model_dir else None,
             "runtime": served.runtime,
+            "runtime_choice": runtime_choice(meta),  # --runtime auto: timings and parity of every candidate
             "threshold": served.threshold,
             "operating_point": meta["threshold"],
             "promise": promise,
