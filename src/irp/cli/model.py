@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -120,6 +121,13 @@ def train(
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Cache tokenized features (IRP_CACHE_DIR)."),
 ) -> None:
     """Train the IRP classifier, calibrate it and certify the operating point on --valid, write the artifact."""
+    run_training_command(dict(locals()))
+
+
+def run_training_command(flags: dict[str, Any], teachers: list[Path] | None = None, transfer: Path | None = None,
+                         temperature: float = 1.0, distill_alpha: float = 1.0) -> None:
+    """The body of `irp train` (flags: its parameters by name) and, with `teachers`, of `irp distill`: every
+    argument is checked before anything is read or written (exit 2 naming the flag)."""
     import warnings
 
     from rich.markup import escape
@@ -131,36 +139,60 @@ def train(
     from irp.train import default_cache_dir
     from irp.train import train as run_training
 
-    if confidence > 0 and target_precision >= 1.0:
+    f = flags
+    if f["confidence"] > 0 and f["target_precision"] >= 1.0:
         fail(f"--target-precision must be in (0, 1) when it is certified (precision 1 never is), got "
-             f"{target_precision}; use --confidence 0 for the uncertified point rule")
+             f"{f['target_precision']}; use --confidence 0 for the uncertified point rule")
+    distillation = None
+    if teachers is not None:
+        from irp.distill import Distillation, TeacherError, load_teachers
+
+        try:
+            found = load_teachers(teachers)  # not an artifact, or teachers that disagree: exit 2
+        except TeacherError as e:
+            fail(escape(str(e)))
+        if f["fields"] is None:  # the student reads what its teachers read
+            f["fields"] = ",".join(found[0].meta["config"]["fields"])
+            f["context_turns"] = f["context_turns"] or int(found[0].meta["config"].get("context_turns", 0))
+        try:
+            load_teachers(teachers, parse_fields(f["fields"]), f["context_turns"])
+        except TeacherError as e:
+            fail(escape(str(e)))
+        if transfer is not None and not transfer.is_file():
+            fail(f"--transfer file {escape(str(transfer))} does not exist")
+        distillation = Distillation(found, temperature, distill_alpha, transfer)
     configure_torch_threads()
     try:
         config = IRPConfig(
-            backbone=backbone, fields=parse_fields(fields), summarizer=summarizer, loss=loss, alpha=alpha, beta=beta,
-            epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr if lr is not None else default_lr(batch_size), target_precision=target_precision,
-            confidence=confidence, calibration=calibration,
-            device=device, seed=seed, context_turns=context_turns, mmr_m=mmr_m, mmr_lambda=mmr_lambda,
-            eval_every=eval_every, patience=patience, checkpoint_every=checkpoint_every, compile=compile_model,
+            backbone=f["backbone"], fields=parse_fields(f["fields"]), summarizer=f["summarizer"], loss=f["loss"],
+            alpha=f["alpha"], beta=f["beta"], epochs=f["epochs"], max_steps=f["max_steps"],
+            batch_size=f["batch_size"], lr=f["lr"] if f["lr"] is not None else default_lr(f["batch_size"]),
+            target_precision=f["target_precision"], confidence=f["confidence"], calibration=f["calibration"],
+            device=f["device"], seed=f["seed"], context_turns=f["context_turns"], mmr_m=f["mmr_m"],
+            mmr_lambda=f["mmr_lambda"], eval_every=f["eval_every"], patience=f["patience"],
+            checkpoint_every=f["checkpoint_every"], compile=f["compile_model"], distill_alpha=distill_alpha,
+            temperature=temperature,
         )
     except ValueError as e:
         fail(escape(str(e)))
-    for name, path in (("train", train_file), ("valid", valid_file)):
+    for name, path in (("train", f["train_file"]), ("valid", f["valid_file"])):
         if not path.is_file():
             fail(f"{name} file {escape(str(path))} does not exist")
+    out = f["out"]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PrecisionTargetWarning)  # print_promise shows its message, in red
             result = run_training(
-                config, train_file, valid_file, out, resume=resume, allow_network=allow_network,
-                label_field=label_field, cache_dir=default_cache_dir() if cache else None,
+                config, f["train_file"], f["valid_file"], out, resume=f["resume"], allow_network=f["allow_network"],
+                label_field=f["label_field"], cache_dir=default_cache_dir() if f["cache"] else None,
+                distillation=distillation,
             )
     except InvalidRecordError as e:
         fail(escape(f"{e} (run `irp validate` on the file for every bad line)"))
     except (BackboneError, DataFileError, ValueError, OSError) as e:
         fail(escape(str(e)))
     if result.metrics:
-        print_metrics(result.metrics, f"validation metrics ({escape(str(valid_file))})")
+        print_metrics(result.metrics, f"validation metrics ({escape(str(f['valid_file']))})")
         print_promise(out)
         console.print(f"model -> {escape(str(out))}")
 
