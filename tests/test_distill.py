@@ -172,3 +172,29 @@ def test_bad_input_exits_2_and_writes_nothing(tiny_backbone: str, small_log: dic
         message = " ".join(result.stderr.split())
         assert result.exit_code == 2 and expected in message, (extra, result.output)
     assert not out.exists() and not cache.exists()
+
+
+@pytest.mark.slow
+def test_ddp_student_matches_one_process(tiny_backbone: str, small_log: dict[str, Path], teachers: list[Path],
+                                         tmp_path: Path) -> None:
+    """Two gloo processes under torchrun distil like one process with the same global batch (the soft targets
+    ride in every rank's batches; rank 0 alone writes the teachers' cache)."""
+    import os
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                        "IRP_CACHE_DIR": str(tmp_path / "cache")}
+    runs = {}
+    for name, launcher, batch in (("ddp", [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "irp.cli"], 16),
+                                  ("single", [sys.executable, "-m", "irp.cli"], 32)):
+        args = distill_args(tiny_backbone, small_log, teachers, tmp_path / name, "--epochs", "3", "--seed", "5")
+        args[args.index("--batch-size") + 1] = str(batch)
+        proc = subprocess.run(launcher + args, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text()) | {
+            "meta": json.loads((tmp_path / name / "config.json").read_text())}
+    assert runs["ddp"]["meta"]["training"]["world_size"] == 2 and runs["ddp"]["meta"]["distillation"]["teachers"]
+    assert runs["ddp"]["meta"]["training"]["steps"] == pytest.approx(runs["single"]["meta"]["training"]["steps"], abs=3)
+    assert abs(runs["ddp"]["ap"] - runs["single"]["ap"]) < 0.05

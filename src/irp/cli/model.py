@@ -348,7 +348,7 @@ def threshold_command(
 @app.command()
 def ablate(
     table: str = typer.Option(
-        "all", "--table", help="1, 2, 3, sweep, robustness, transfer, backbones, a comma list, or all."
+        "all", "--table", help="1, 2, 3, sweep, robustness, transfer, backbones, distill, a comma list, or all."
     ),
     train_file: Path = typer.Option(..., "--train", help="Training records (simulated log: robustness needs true_intent)."),
     valid_file: Path = typer.Option(..., "--valid", help="Validation records: early stopping and every threshold."),
@@ -367,6 +367,13 @@ def ablate(
     ),
     cost_queries: int | None = typer.Option(
         None, "--cost-queries", help="Single queries timed per backbone for its CPU latency (default 200; 30 with --quick)."
+    ),
+    teachers: int | None = typer.Option(
+        None, "--teachers", help="Distill table: seeds in the teacher ensemble (default 3; 2 with --quick)."
+    ),
+    temperature: float | None = typer.Option(None, "--temperature", help="Distill table: soft-target T (default 2)."),
+    distill_alpha: float | None = typer.Option(
+        None, "--distill-alpha", help="Distill table: the label loss's share in the students' loss (default 0.5)."
     ),
     epochs: int | None = typer.Option(None, "--epochs", help="Epochs per run (default 3; 2 with --quick)."),
     max_steps: int = typer.Option(0, "--max-steps", help="Optimiser steps per run (0 = no cap)."),
@@ -407,7 +414,7 @@ def ablate(
             quick, train=train_file, valid=valid_file, test=test_file, out=out, tables=parse_tables(table),
             seeds=seeds, backbone=backbone, backbones=tuple(b.strip() for b in backbones.split(",") if b.strip()),
             compare_backbones=tuple(b.strip() for b in compare_backbones.split(",") if b.strip()),
-            cost_queries=cost_queries,
+            cost_queries=cost_queries, teachers=teachers, temperature=temperature, distill_alpha=distill_alpha,
             epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, device=device, max_train=max_train,
             max_eval=max_eval, jobs=jobs, operating_point=operating_point, target_precision=target_precision,
             alphas=parse_floats(alphas) if alphas is not None else None,
