@@ -117,8 +117,8 @@ def _inputs(cfg: dict[str, Any]) -> str:
 def soft_targets(teacher_logits: np.ndarray, temperature: float) -> np.ndarray:
     """The teachers' averaged probability at temperature T: [M teachers, N] logits -> [N] float32.
 
-    >>> soft_targets(np.array([[0.0, 4.0], [2.0, -4.0]]), 2.0).round(4).tolist()
-    [0.6345, 0.5]
+    >>> [round(q, 4) for q in soft_targets(np.array([[0.0, 4.0], [2.0, -4.0]]), 2.0).tolist()]  # (σ(0)+σ(1))/2
+    [0.6155, 0.5]
     """
     z = torch.from_numpy(np.asarray(teacher_logits, dtype=np.float64)) / temperature
     return torch.sigmoid(z).mean(0).numpy().astype(np.float32)
