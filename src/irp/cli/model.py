@@ -369,7 +369,7 @@ def ablate(
         None, "--cost-queries", help="Single queries timed per backbone for its CPU latency (default 200; 30 with --quick)."
     ),
     teachers: int | None = typer.Option(
-        None, "--teachers", help="Distill table: seeds in the teacher ensemble (default 3; 2 with --quick)."
+        None, "--teachers", help="Distill table: seeds in the teacher ensemble (default 3; 1 with --quick)."
     ),
     temperature: float | None = typer.Option(None, "--temperature", help="Distill table: soft-target T (default 2)."),
     distill_alpha: float | None = typer.Option(

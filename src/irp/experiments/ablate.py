@@ -61,7 +61,7 @@ FULL_DEFAULTS: dict[str, Any] = dict(
 )
 QUICK_DEFAULTS: dict[str, Any] = dict(
     seeds=1, epochs=2, lr=3e-3, batch_size=32, max_train=500, max_eval=300, n_boot=200,
-    alphas=(1.0,), betas=(0.0, 1.0), cost_queries=30, teachers=2,
+    alphas=(1.0,), betas=(0.0, 1.0), cost_queries=30, teachers=1,
 )
 PARITY_RECORDS = {False: 500, True: 100}  # validation records of the backbones table's int8 parity check
 INT8_SCHEMES = {False: "auto", True: "per-channel"}  # --quick: the fastest scheme only (fp32 timed if it fails)
@@ -434,8 +434,8 @@ def distill_students(opts: AblationOptions, primary: str) -> tuple[tuple[tuple[s
         if not (small / "config.json").exists():
             build_tiny_encoder(small, seed=5, num_layers=1)
         note = ("--quick: a tiny random encoder of 1 layer stands in for the minilm-l3 student (the minilm-l6 student "
-                "is left out: same code path, the CI guard stays fast), the teacher ensemble has 2 members, the SIMMC "
-                "rows are left out: these rows check the pipeline, not distillation")
+                "is left out: same code path, the CI guard stays fast), the teacher is the baseline's seed 0 alone (an "
+                "ensemble of 1), the SIMMC rows are left out: these rows check the pipeline, not distillation")
         return (("minilm-l3 (tiny stand-in)", str(small.resolve())),), (note,)
     students, notes = [(backbone_label(primary), primary)], []
     if backbone_label(primary) != "minilm-l3":

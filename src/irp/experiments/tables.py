@@ -299,7 +299,7 @@ def distill_table(settings: TableSettings, ctx: DataContext) -> TableSpec:
     description = (
         f"The all-fields model (mean pooling, combined loss) with the primary backbone is the baseline (reference; "
         f"mean ± std over seeds). The teacher is the ensemble of its seeds 0-{k - 1} (mean probability: one model, "
-        f"so no ±). Each student is an ordinary IRP model trained by `irp distill` on α · (the label loss) + "
+        f"so no ±; with one seed, that seed's model). Each student is an ordinary IRP model trained by `irp distill` on α · (the label loss) + "
         f"(1 − α) · T² · BCE against the teacher's averaged probabilities at temperature T (α = "
         f"{settings.distill_alpha:g}, T = {settings.temperature:g}; no transfer data), on the same training data. "
         "Simulated log: trained on its train set, thresholds from its validation set, evaluated on its test set; "
@@ -322,7 +322,8 @@ def distill_table(settings: TableSettings, ctx: DataContext) -> TableSpec:
         teachers = tuple((baseline, seed) for seed in range(k))
         rows.append(RowSpec(f"baseline {primary}", baseline, eval_set=eval_set, group=group, reference=True,
                             params=(("backbone", primary),), cost=domain == "sim"))
-        rows.append(RowSpec(f"teacher: ensemble of {k} {primary} seeds", baseline, eval_set=eval_set, group=group,
+        teacher_name = f"teacher: ensemble of {k} {primary} seeds" if k > 1 else f"teacher: {primary} seed 0"
+        rows.append(RowSpec(teacher_name, baseline, eval_set=eval_set, group=group,
                             params=(("backbone", primary), ("ensemble", k)), ensemble=k))
         for label, backbone in settings.students:
             config = base.replace(backbone=backbone, distill_alpha=settings.distill_alpha,
