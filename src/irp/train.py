@@ -23,14 +23,14 @@ from irp import distributed as dist
 from irp.artifact import check_validation_labels, file_fingerprint, write_artifact
 from irp.config import IRPConfig
 from irp.features import FeatureSet, Featurizer, cache_key, load_features, save_features
-
-if TYPE_CHECKING:
-    from irp.distill import Distillation
 from irp.fileio import atomic_dir, existing_dir
 from irp.metrics import average_precision
 from irp.model.encoder import load_encoder, load_tokenizer, resolve_backbone
 from irp.model.irp import IRPModel
 from irp.progress import progress_bar
+
+if TYPE_CHECKING:
+    from irp.distill import Distillation
 
 
 def set_seed(seed: int) -> None:

@@ -41,10 +41,10 @@ from irp.serve.checks import (
 )
 from irp.serve.decision_log import DecisionLog, decision_event, feedback_event
 from irp.serve.engine import Engine
-from irp.serve.runtime_choice import runtime_choice
 from irp.serve.feedback import LivePrecision, OfferMemory
 from irp.serve.metrics import Metrics, MetricsMiddleware
 from irp.serve.reload import ModelSlot, ReloadError
+from irp.serve.runtime_choice import runtime_choice
 
 log = logging.getLogger("irp.serve")
 
