@@ -123,11 +123,13 @@ def test_run_baseline_reports_on_test_with_the_validation_threshold() -> None:
     assert result["threshold"] == choice["threshold"] and choice["reached"]
     assert (result["kind"], result["n"], result["train"]["n"], result["valid"]["n"]) == ("tfidf-lr", 48, 96, 48)
     assert result["precision"] == 1.0 and result["ap"] == 1.0
+    assert result["target_met"] == result["target_verdict"]["verdict"] == "met"  # interval [1, 1] >= 0.9
 
     with pytest.warns(PrecisionTargetWarning):
         majority = run_baseline("majority", train, valid, test, n_boot=50)
     assert majority["threshold_choice"]["rule"] == "max_f05_fallback"
     assert majority["precision"] == pytest.approx(0.5) and majority["recall"] == 1.0 and majority["roc_auc"] == 0.5
+    assert majority["target_met"] == "missed" and majority["target_verdict"]["interval"][1] < 0.8
 
 
 def _files(tmp_path: Path) -> list[str]:

@@ -182,6 +182,57 @@ def test_backbone_costs_are_planned_once_and_kept_models_are_reused(small_log: d
     assert plan_runs([spec], ctx, cache, seeds=2, cost_models=tmp_path / "kept").tasks == []
 
 
+def test_distill_students_run_after_their_kept_teachers(small_log: dict[str, Path], tmp_path: Path) -> None:
+    """The student's key names its teachers; a student that still has to run keeps its teachers' models (trained
+    again when they are gone), and runs after them; an ensemble row's score is the mean of its members'."""
+    from irp.experiments.runner import RunTask, Runtime, run_all
+    from irp.experiments.tables import compute_table
+    from irp.experiments.tables import EvalSettings
+
+    ctx = DataContext(DataSpec(small_log["train"], small_log["valid"], small_log["test"], tmp_path, simmc_dir=None))
+    settings = TableSettings(IRPConfig(backbone="x"), ("x",), students=(("small", "y"),), teachers=2,
+                             temperature=3.0, distill_alpha=0.25, distill_domains=("sim",))
+    (spec,) = build_tables(("distill",), settings, ctx)
+    baseline, ensemble, student = spec.rows
+    assert (baseline.reference, ensemble.ensemble, ensemble.seeds(3), ensemble.run_seeds(3)) == (True, 2, [0], [0, 1])
+    assert spec.operating_point == "target" and student.model.config.distill_alpha == 0.25
+    teacher_keys = [baseline.model.key(s, ctx) for s in (0, 1)]
+    assert student.model.teacher_keys(ctx) == teacher_keys
+    other = ModelSpec("irp", student.model.config, teachers=((baseline.model, 2),))
+    assert other.key(0, ctx) != student.model.key(0, ctx)  # other teachers, other student
+    cache = RunCache(tmp_path / "runs")
+    plan = plan_runs([spec], ctx, cache, seeds=2, cost_models=tmp_path / "kept", teacher_models=tmp_path / "teachers")
+    keep = {t.key: t.keep_as_teacher for t in plan.tasks}
+    assert keep == {teacher_keys[0]: True, teacher_keys[1]: True, student.model.key(0, ctx): False,
+                    student.model.key(1, ctx): False}
+    order: list[str] = []
+    import irp.experiments.runner as runner
+
+    def fake_execute(task: RunTask, ctx: DataContext, runtime: Runtime) -> dict:
+        order.append("student" if task.spec.teachers else "teacher")
+        return {}
+
+    original, runner.execute = runner.execute, fake_execute
+    try:
+        run_all(list(reversed(plan.tasks)), ctx, Runtime(tmp_path / "runs", tmp_path / "scratch"), jobs=1)
+    finally:
+        runner.execute = original
+    assert order == ["teacher", "teacher", "student", "student"]
+    # Every score cached and the student done: nothing runs, no teacher needs to be kept.
+    rng = np.random.default_rng(0)
+    for task in plan.tasks:
+        for name in task.score_sets:
+            cache.save(task.key, name, ctx.fingerprint(name), rng.random(len(ctx.labels(name))))
+    for key in plan.cost:
+        cache.save_meta(key, {"cost": {"runtime": "onnx-fp32", "latency": {"p50_ms": 1.0}}})
+    assert plan_runs([spec], ctx, cache, seeds=2, cost_models=tmp_path / "kept",
+                     teacher_models=tmp_path / "teachers").tasks == []
+    table = compute_table(spec, ctx, cache, EvalSettings(seeds=2, n_boot=50))
+    members = [cache.load(k, "test", ctx.fingerprint("test")) for k in teacher_keys]
+    assert np.allclose(table.rows[1].curve[1], np.mean(members, axis=0), atol=1e-6)
+    assert table.rows[1].cost["members"] == 2 and table.rows[0].cost["cpu_p50_ms"] == 1.0
+
+
 def test_skipped_tables_say_why(small_log: dict[str, Path], tmp_path: Path) -> None:
     ctx = DataContext(DataSpec(small_log["train"], small_log["valid"], small_log["test"], tmp_path, simmc_dir=None))
     specs = {s.key: s for s in build_tables(("robustness", "transfer"), TableSettings(IRPConfig(), ("x",)), ctx)}
@@ -256,7 +307,8 @@ def sim_log(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-TABLE_FILES = ("table1", "table2", "table3", "sweep", "robustness_retrieval", "robustness_labels", "transfer", "backbones")
+TABLE_FILES = ("table1", "table2", "table3", "sweep", "robustness_retrieval", "robustness_labels", "transfer", "backbones",
+               "distill")
 
 
 def test_quick_ablation_writes_every_table_and_resumes(sim_log: dict[str, Path], tmp_path: Path) -> None:
@@ -287,10 +339,18 @@ def test_quick_ablation_writes_every_table_and_resumes(sim_log: dict[str, Path],
         assert cost["cpu_p50_ms"] > 0 and cost["runtime"] in ("onnx-int8", "onnx-fp32") and cost["train_examples_per_s"] > 0
         assert row["interval"]["ap"]["lo"] <= row["metrics"]["ap"]["mean"] <= row["interval"]["ap"]["hi"]
     assert "stand" in backbones["notes"][0] and "CPU p50 ms" in (out / "backbones.md").read_text()
+    distill = tables["distill"]  # --quick: the teacher is the primary model's seed 0, one tiny student
+    assert [r["name"] for r in distill["rows"]] == ["baseline minilm-l6 (tiny stand-in)",
+                                                    "teacher: minilm-l6 (tiny stand-in) seed 0",
+                                                    "student minilm-l3 (tiny stand-in)"]
+    student = distill["rows"][2]
+    assert student["cost"]["cpu_p50_ms"] > 0 and student["cost"]["train_s"] > 0 and student["cost"]["params_m"] > 0
+    assert student["vs_reference"]["ap"]["lo"] is not None and distill["settings"]["operating_point"] == "target"
+    assert distill["rows"][1]["cost"]["members"] == 1 and "Δ AP vs baseline" in (out / "distill.md").read_text()
 
     plots = {p.name for p in (out / "plots").glob("*.png")}
     assert {"table1_pr.png", "table2_pr.png", "table3_pr.png", "sweep_pr.png", "sweep_operating_point.png",
-            "robustness_retrieval.png", "backbones_quality_cost.png"} <= plots
+            "robustness_retrieval.png", "backbones_quality_cost.png", "distill_quality_latency.png"} <= plots
     text = report.read_text()
     assert "## Honest reading" in text and "irp ablate --table all" in text and "Table 1: *fusion beats" in text
     linked = {line.split("(results/")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")}

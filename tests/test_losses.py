@@ -51,3 +51,38 @@ def test_precision_loss_ignores_missed_positives() -> None:
     base = soft_precision_loss(torch.tensor([0.0, 0.0]), labels)
     fewer_fp = soft_precision_loss(torch.tensor([0.0, -3.0]), labels)
     assert fewer_fp < base
+
+
+@pytest.mark.parametrize("kind", ["bce", "precision", "combined", "fbeta"])
+def test_records_without_label_are_masked_out_of_the_label_loss(kind: str) -> None:
+    """Weight 0 (a transfer record, label NaN) = the record is absent, for every label loss."""
+    from irp.losses import distillation_loss
+
+    logits = torch.tensor([1.5, -0.3, 0.2, 2.0, -4.0])
+    labels = torch.tensor([1.0, 0.0, 0.0, 1.0, float("nan")])
+    weight = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0])
+    expected = irp_loss(logits[:4], labels[:4], kind, 0.7, 0.5)
+    assert irp_loss(logits, torch.nan_to_num(labels), kind, 0.7, 0.5, weight=weight).item() == pytest.approx(expected.item())
+    soft = torch.tensor([0.9, 0.1, 0.3, 0.8, 0.6])
+    only_labels = distillation_loss(logits, labels, soft, kind, 0.7, 0.5, distill_alpha=1.0, temperature=2.0)
+    assert only_labels.item() == pytest.approx(expected.item())
+
+
+def test_distillation_loss_mixes_labels_and_the_teachers_at_temperature() -> None:
+    from irp.losses import distillation_loss, soft_label_loss
+
+    logits = torch.tensor([1.5, -0.3, 0.2, -4.0], requires_grad=True)
+    labels = torch.tensor([1.0, 0.0, 0.0, float("nan")])
+    soft = torch.tensor([0.9, 0.1, 0.3, 0.6])
+    t = 2.0
+    manual = 4.0 * F.binary_cross_entropy_with_logits(logits / t, soft)  # T² · BCE(sigmoid(z/T), q)
+    assert soft_label_loss(logits, soft, t).item() == pytest.approx(manual.item())
+    mixed = distillation_loss(logits, labels, soft, "bce", 1.0, 0.5, distill_alpha=0.25, temperature=t)
+    hard = F.binary_cross_entropy_with_logits(logits[:3], labels[:3])
+    assert mixed.item() == pytest.approx(0.25 * hard.item() + 0.75 * manual.item(), rel=1e-6)
+    # Teachers only: the unlabelled record is pulled toward its soft target (sigmoid(-4/2) = 0.12 < 0.6: up).
+    distillation_loss(logits, labels, soft, "bce", 1.0, 0.5, distill_alpha=0.0, temperature=t).backward()
+    assert logits.grad[3] < 0 and torch.isfinite(logits.grad).all()
+    # A batch of transfer records only: the label part is 0, not NaN.
+    none = torch.full((2,), float("nan"))
+    assert torch.isfinite(distillation_loss(torch.zeros(2), none, torch.full((2,), 0.5), "combined", 1.0, 0.5, 0.5, 1.0))

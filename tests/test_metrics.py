@@ -262,3 +262,26 @@ def test_plots_write_png_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["multi.png", "pr.png", "sub", "thr.png"]  # no temp files
     with pytest.raises(ValueError, match="thresholds for 2 curves"):
         plot_pr_curves([("a", y, s), ("b", y, s2)], tmp_path / "x.png", thresholds=[0.5])
+
+
+def test_target_verdict_reads_the_interval_not_the_point() -> None:
+    """The three verdicts at their boundaries, the demo's case (point below, interval holding the target), and the
+    verdict of a real bootstrap report."""
+    from irp.metrics import target_verdict, verdict_fields
+
+    assert target_verdict(0.691, [0.66, 0.73], 0.7)["verdict"] == "consistent"
+    assert target_verdict(0.72, [0.70, 0.75], 0.7)["verdict"] == "met"  # lower bound == target
+    assert target_verdict(0.69, [0.65, 0.70], 0.7)["verdict"] == "consistent"  # upper bound == target
+    assert target_verdict(0.69, [0.65, 0.6999], 0.7)["verdict"] == "missed"
+    assert target_verdict(0.75, [None, None], 0.7)["interval"] == [0.75, 0.75]  # no bootstrap: the point itself
+    undefined = target_verdict(None, None, 0.7)
+    assert undefined["verdict"] == "missed" and undefined["precision"] is None and "undefined" in undefined["reason"]
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    s = np.clip(y * 0.3 + rng.random(400) * 0.7, 0, 1)
+    report = evaluation_report(y, s, 0.5, n_boot=300)
+    fields = verdict_fields(report, 0.7)
+    lo, hi = report["ci"]["precision"]
+    assert fields["target_verdict"]["interval"] == [lo, hi] and fields["target_verdict"]["precision"] == report["precision"]
+    assert fields["target_met"] == ("met" if lo >= 0.7 else "consistent" if hi >= 0.7 else "missed")

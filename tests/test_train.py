@@ -93,7 +93,12 @@ def test_evaluate_json_and_plots(trained: Path, small_log: dict[str, Path], tmp_
     assert report["brier"] == pytest.approx(brier_score_loss(y, p), abs=1e-6)
     assert 0 <= report["ece"] < 0.5
     assert report["target_precision"] == 0.8
-    assert report["target_met"] == (report["precision"] is not None and report["precision"] >= 0.8)
+    verdict = report["target_verdict"]
+    assert report["target_met"] == verdict["verdict"] in ("met", "consistent", "missed")
+    assert verdict["precision"] == report["precision"] and verdict["interval"] == report["ci"]["precision"]
+    lo, hi = verdict["interval"]
+    expected = "met" if lo >= 0.8 else "consistent" if hi >= 0.8 else "missed"
+    assert verdict["verdict"] == expected and verdict["target"] == 0.8
     assert report["operating_point"] == json.loads(json.dumps(clf.promise))
 
 

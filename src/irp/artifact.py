@@ -165,9 +165,10 @@ def write_artifact(
     valid_logits: np.ndarray,
     training: dict[str, Any],
     data: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], float]:
     """Fit calibration and the operating point on validation logits (n,) and write every artifact file;
-    returns (metrics, threshold)."""
+    returns (metrics, threshold). `extra`: more config.json sections (e.g. "distillation": the teachers)."""
     point = fit_operating_point(
         valid_labels, valid_logits, config.target_precision, config.confidence, config.calibration
     )
@@ -183,6 +184,7 @@ def write_artifact(
         "versions": library_versions(),
         "data": data,
         "training": training,
+        **(extra or {}),
     }
     write_meta_files(out_dir, meta, metrics)
     return metrics, point.choice.threshold
@@ -273,6 +275,30 @@ def _promise_block(meta: dict[str, Any]) -> str:
 {detail}"""
 
 
+def _distillation_block(distillation: dict[str, Any] | None) -> str:
+    """The card's section on a distilled model's teachers (empty for a model trained on labels only)."""
+    if not distillation:
+        return ""
+    rows = "\n".join(
+        f"| `{t['path']}` | {t['version']} | `{t['backbone']}` | {t.get('seed')} | "
+        f"{_num(t.get('valid_ap'))} | {str((t.get('data', {}).get('train') or {}).get('sha256', '?'))[:12]}… |"
+        for t in distillation["teachers"]
+    )
+    transfer = distillation.get("transfer")
+    transfer_line = (f"`{transfer.get('path')}` ({transfer.get('records')} records, sha256 "
+                     f"{str(transfer.get('sha256'))[:12]}…; {distillation['n_unlabelled']} without a label)"
+                     if transfer else "none")
+    return f"""
+## Distillation
+Trained on α · (the label loss) + (1 − α) · T² · BCE against the teachers' averaged probabilities at temperature T,
+with α = {distillation['alpha']:g}, T = {distillation['temperature']:g}; transfer records: {transfer_line}.
+
+| teacher | version | backbone | seed | validation AP | trained on (sha256) |
+| --- | --- | --- | --- | --- | --- |
+{rows}
+"""
+
+
 def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
     cfg, thr, train = meta["config"], meta["threshold"], meta["training"]
     warning = "" if thr["reached"] else f"\n> **Warning:** {thr['message']}\n"
@@ -297,6 +323,7 @@ fused in one transformer encoder; loss α·BCE + β·soft precision).
 - trained {train['steps']} steps on {train['device']} (world size {train['world_size']}) in {train['wall_s']} s;
   best validation AP at step {train['best_step']}; truncated fields: {train['truncations'] or 'none'}
 
+{_distillation_block(meta.get("distillation"))}
 ## Operating point and what it promises
 {_promise_block(meta)}
 {warning}
@@ -313,7 +340,8 @@ fused in one transformer encoder; loss α·BCE + β·soft precision).
 | ECE / Brier, raw sigmoid | {_num(metrics.get('ece_uncalibrated'))} / {_num(metrics.get('brier_uncalibrated'))} |
 
 These are validation numbers (the threshold and the calibration were fitted on the same data); measure on a
-held-out test file with `irp evaluate` (it reports `target_met`, `ece` and `brier`) before trusting them.
+held-out test file with `irp evaluate` (it reports `target_met`: met, consistent or missed on the test precision's
+95 % interval, `ece` and `brier`) before trusting them.
 
 ## Intended use and limits
 - Intended: rank or gate a proactive "continue on a screen?" offer, at a high-precision operating point.

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from irp.metrics import FloatArray, evaluation_report
+from irp.metrics import FloatArray, evaluation_report, verdict_fields
 from irp.threshold import choose_threshold
 
 Records = Sequence[dict[str, Any]]
@@ -352,7 +352,8 @@ def run_baseline(
     models; 0 = the point rule), report on test.
 
     Returns the test `evaluation_report` (precision, recall, f05, ap, roc_auc, threshold, n,
-    positives, ci) plus `kind`, `params`, `threshold_choice` (the validation operating point as a
+    positives, ci), the target verdict (`target_met`: met / consistent / missed, and `target_verdict`:
+    `irp.metrics.target_verdict`) plus `kind`, `params`, `threshold_choice` (the validation operating point as a
     dict) and the sizes of train and valid. A `PrecisionTargetWarning` is emitted when the target
     precision is not reached on validation.
     """
@@ -362,6 +363,7 @@ def run_baseline(
     report = evaluation_report(y_test, model.predict_proba(test)[:, 1], choice.threshold, n_boot=n_boot, seed=seed)
     return {
         **report,
+        **verdict_fields(report, target_precision),
         "kind": kind,
         "params": params,
         "threshold_choice": asdict(choice),

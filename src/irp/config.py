@@ -50,6 +50,10 @@ class IRPConfig:
     loss: str = "combined"
     alpha: float = 1.0
     beta: float = 0.5
+    # distillation (irp distill): distill_alpha * (the loss above, on the labels) + (1 - distill_alpha) * soft-label
+    # BCE against the teachers' averaged probabilities at `temperature`; 1.0 = labels only (irp train)
+    distill_alpha: float = 1.0
+    temperature: float = 1.0
     # optimisation
     epochs: int = 3
     max_steps: int = 0  # 0 = no cap; otherwise stop after this many optimiser steps
@@ -86,6 +90,10 @@ class IRPConfig:
             raise ValueError(f"confidence must be in [0, 1) (0 = the uncertified point rule), got {self.confidence}")
         if not 0.0 < self.target_precision <= 1.0:
             raise ValueError(f"target precision must be in (0, 1], got {self.target_precision}")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"--alpha (distill_alpha: the label loss's share) must be in [0, 1], got {self.distill_alpha}")
+        if not self.temperature > 0.0:
+            raise ValueError(f"--temperature (of the soft targets) must be > 0, got {self.temperature}")
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
 

@@ -51,6 +51,7 @@ class FeatureSet:
     offsets: np.ndarray  # [N + 1] int64, record n is ids[offsets[n]:offsets[n+1]]
     slots: np.ndarray | None  # [N, K, F] int32 value index per product and attribute, -1 = absent
     labels: np.ndarray  # [N] float32, NaN where the record has no label
+    soft_targets: np.ndarray | None = None  # [N] float32, the teachers' probabilities (irp distill); not cached
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -58,6 +59,32 @@ class FeatureSet:
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+
+def concat_features(first: FeatureSet, second: FeatureSet) -> FeatureSet:
+    """Records of `first` then `second` (both built by the same Featurizer, so slot indices share its value table).
+
+    >>> a = FeatureSet(np.array([1, 2, 3], np.int32), np.array([0, 2, 3]), None, np.array([1.0, 0.0], np.float32))
+    >>> b = FeatureSet(np.array([4], np.int32), np.array([0, 1]), None, np.array([np.nan], np.float32))
+    >>> c = concat_features(a, b)
+    >>> c.offsets.tolist(), c.ids.tolist(), len(c)
+    ([0, 2, 3, 4], [1, 2, 3, 4], 3)
+    """
+    slots = None
+    if first.slots is not None and second.slots is not None:
+        slots = np.concatenate([first.slots, second.slots])
+    elif first.slots is not None or second.slots is not None:
+        raise ValueError("cannot join features with and without product slots")
+    soft = None
+    if first.soft_targets is not None and second.soft_targets is not None:
+        soft = np.concatenate([first.soft_targets, second.soft_targets])
+    return FeatureSet(
+        ids=np.concatenate([first.ids, second.ids]),
+        offsets=np.concatenate([first.offsets, second.offsets[1:] + first.offsets[-1]]),
+        slots=slots,
+        labels=np.concatenate([first.labels, second.labels]),
+        soft_targets=soft,
+    )
 
 
 class Featurizer:
@@ -233,8 +260,9 @@ class Featurizer:
     def collate(self, features: FeatureSet, index: np.ndarray) -> dict[str, torch.Tensor]:
         """Pad a batch dynamically (to its own longest row) and attach the slot inputs.
 
-        Returns input_ids / attention_mask / token_type_ids / slot_mask [B, T], labels [B], and for mean/max:
-        value_ids [U, Lv] (the batch's distinct attribute values), value_index [B, K, F] into them (-1 absent).
+        Returns input_ids / attention_mask / token_type_ids / slot_mask [B, T], labels [B], soft_targets [B] when
+        the features carry teachers' scores, and for mean/max: value_ids [U, Lv] (the batch's distinct attribute
+        values), value_index [B, K, F] into them (-1 absent).
         """
         index = np.asarray(index)
         starts, lengths = features.offsets[index], features.lengths[index]
@@ -254,6 +282,8 @@ class Featurizer:
             "slot_mask": torch.from_numpy(slot_mask),
             "labels": torch.from_numpy(features.labels[index]),
         }
+        if features.soft_targets is not None:
+            out["soft_targets"] = torch.from_numpy(features.soft_targets[index])
         if features.slots is not None:
             slots = features.slots[index]  # [B, K, F]
             distinct, inverse = np.unique(slots[slots >= 0], return_inverse=True)

@@ -375,3 +375,46 @@ def nan_to_none(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [nan_to_none(v) for v in obj]
     return obj
+
+
+# ---- verdicts -------------------------------------------------------------------------------------
+
+Verdict = Literal["met", "consistent", "missed"]
+VERDICT_NOTE = (
+    "met: the 95 % interval of the measured precision lies at or above the target; consistent: the interval "
+    "holds the target (this test set cannot tell); missed: the whole interval lies below the target."
+)
+
+
+def target_verdict(precision: float | None, interval: ArrayLike | None, target: float) -> dict[str, Any]:
+    """Whether a measured precision meets a target, judged on its 95 % interval rather than the point estimate:
+    `met` (lower bound >= target), `consistent` (the interval holds the target) or `missed` (upper bound < target,
+    or nothing predicted positive: precision undefined). Returns the verdict with the estimate and interval it
+    came from (NaN as None).
+
+    >>> target_verdict(0.691, [0.66, 0.73], 0.7)["verdict"]
+    'consistent'
+    >>> target_verdict(0.75, [0.71, 0.79], 0.7)["verdict"], target_verdict(0.6, [0.55, 0.65], 0.7)["verdict"]
+    ('met', 'missed')
+    >>> target_verdict(float("nan"), [float("nan"), float("nan")], 0.7)["reason"]
+    'nothing was predicted positive: precision is undefined'
+    """
+    point = None if precision is None or math.isnan(precision) else float(precision)
+    bounds = [math.nan, math.nan] if interval is None else [math.nan if v is None else float(v) for v in interval]
+    lo, hi = (point, point) if point is not None and any(math.isnan(b) for b in bounds) else bounds
+    out: dict[str, Any] = {"verdict": "missed", "target": float(target), "precision": point,
+                           "interval": nan_to_none([lo, hi]), "level": 0.95, "reason": None}
+    if point is None:
+        out["reason"] = "nothing was predicted positive: precision is undefined"
+    elif lo >= target:
+        out["verdict"] = "met"
+    elif hi >= target:
+        out["verdict"] = "consistent"
+    return out
+
+
+def verdict_fields(report: dict[str, Any], target: float) -> dict[str, Any]:
+    """The keys a test report (`evaluation_report`) gains for a precision target: `target_met` (the verdict:
+    met / consistent / missed) and `target_verdict` (verdict, target, precision, interval, level, reason)."""
+    verdict = target_verdict(report["precision"], (report.get("ci") or {}).get("precision"), target)
+    return {"target_met": verdict["verdict"], "target_verdict": verdict}

@@ -26,6 +26,21 @@ from irp.model.irp import IRPModel
 from irp.train import score_logits
 
 
+def model_version(meta: dict[str, Any]) -> str:
+    """A short id of what an artifact answers: the training data fingerprint plus the step of the best checkpoint,
+    and after `irp threshold` a hash of the refitted operating point and calibration (same weights, new answers).
+
+    >>> model_version({"data": {"train": {"sha256": "0123456789ab"}}, "training": {"best_step": 40}})
+    '01234567-40'
+    """
+    train = meta.get("data", {}).get("train", {})
+    base = f"{str(train.get('sha256', 'mem'))[:8]}-{meta['training']['best_step']}"
+    if "refit" not in meta:
+        return base
+    point = json.dumps([meta["threshold"]["value"], meta.get("calibration")], sort_keys=True)
+    return f"{base}-op{hashlib.blake2b(point.encode(), digest_size=3).hexdigest()}"
+
+
 class IRPClassifier:
     """A loaded model with its chosen operating point (`threshold_`)."""
 
@@ -53,14 +68,8 @@ class IRPClassifier:
 
     @property
     def version(self) -> str:
-        """A short id of what answers: the training data fingerprint plus the step of the best checkpoint, and
-        after `irp threshold` a hash of the refitted operating point and calibration (same weights, new answers)."""
-        train = self.meta_.get("data", {}).get("train", {})
-        base = f"{str(train.get('sha256', 'mem'))[:8]}-{self.meta_['training']['best_step']}"
-        if "refit" not in self.meta_:
-            return base
-        point = json.dumps([self.meta_["threshold"]["value"], self.meta_.get("calibration")], sort_keys=True)
-        return f"{base}-op{hashlib.blake2b(point.encode(), digest_size=3).hexdigest()}"
+        """A short id of what answers: `model_version(meta_)`."""
+        return model_version(self.meta_)
 
     @property
     def promise(self) -> dict[str, Any]:

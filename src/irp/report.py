@@ -23,7 +23,7 @@ from irp.fileio import atomic_write_text
 
 BASELINE_ROWS = ("majority", "keyword", "tfidf")
 TABLE_ORDER = ("table1", "table2", "table3", "sweep", "robustness_retrieval", "robustness_labels", "transfer",
-               "backbones")
+               "backbones", "distill")
 Table = dict[str, Any]
 
 
@@ -310,6 +310,33 @@ def read_backbones(t: Table) -> list[str]:
     return out
 
 
+def read_distill(t: Table) -> list[str]:
+    """Per data set: the teacher and each student against the baseline (AP, its interval), precision and recall at
+    the certified threshold, and each student's CPU latency relative to the baseline's."""
+    out = []
+    for group in _groups(t):
+        rows = [r for r in t["rows"] if r["group"] == group]
+        ref = next((r for r in rows if r["reference"]), None)
+        if ref is None:
+            continue
+        base_ms = (ref.get("cost") or {}).get("cpu_p50_ms")
+        if base_ms is None:  # the latency is measured on the simulated-log models only
+            base_ms = next(((r.get("cost") or {}).get("cpu_p50_ms") for r in t["rows"] if r["name"] == ref["name"]
+                            and (r.get("cost") or {}).get("cpu_p50_ms") is not None), None)
+        parts = []
+        for r in rows:
+            if r["reference"]:
+                continue
+            ms = next(((x.get("cost") or {}).get("cpu_p50_ms") for x in t["rows"] if x["name"] == r["name"]
+                       and (x.get("cost") or {}).get("cpu_p50_ms") is not None), None)
+            latency = f", CPU p50 {ms / base_ms:.2g}x the baseline's" if ms and base_ms else ""
+            parts.append(f"`{r['name']}` AP {mean(r, 'ap'):.3f}, {_diff_text(r, 'ap')} ({_as_difference(_d(r, 'ap'))}); "
+                         f"precision {mean(r, 'precision'):.3f} at recall {mean(r, 'recall'):.3f}{latency}")
+        out.append(f"Distillation, {group}: baseline `{ref['name']}` AP {mean(ref, 'ap'):.3f}, precision "
+                   f"{mean(ref, 'precision'):.3f} at recall {mean(ref, 'recall'):.3f}; " + "; ".join(parts) + ".")
+    return out + [f"Distillation: {n}" for n in t.get("notes", [])]
+
+
 READERS: dict[str, Callable[[Table], list[str]]] = {
     "table1": read_table1,
     "table2": read_table2,
@@ -319,6 +346,7 @@ READERS: dict[str, Callable[[Table], list[str]]] = {
     "robustness_labels": read_robustness_labels,
     "transfer": read_transfer,
     "backbones": read_backbones,
+    "distill": read_distill,
 }
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from irp.metrics import average_precision
 from irp.model.encoder import load_encoder, load_tokenizer, resolve_backbone
 from irp.model.irp import IRPModel
 from irp.progress import progress_bar
+
+if TYPE_CHECKING:
+    from irp.distill import Distillation
 
 
 def set_seed(seed: int) -> None:
@@ -275,11 +278,14 @@ def train(
     label_field: str = "label",
     quiet: bool = False,
     cache_dir: Path | None = None,
+    distillation: Distillation | None = None,
 ) -> TrainResult:
     """Train, keep the best checkpoint by validation AP, fit calibration and the certified threshold on
     validation (`irp.artifact.fit_operating_point`), write the artifact to out_dir.
 
-    Data are record lists or files (.jsonl/.parquet); file features are cached in `cache_dir` when given."""
+    Data are record lists or files (.jsonl/.parquet); file features are cached in `cache_dir` when given.
+    With `distillation` (irp distill) the teachers' soft targets ride in every batch and the transfer records join
+    the training set; config.distill_alpha and config.temperature weigh the loss (irp.losses.distillation_loss)."""
     out_dir = Path(out_dir)
     ctx = dist.init_from_env(config.device)
     set_seed(config.seed)
@@ -291,12 +297,18 @@ def train(
     train_set, train_info = prepare_features(train_data, featurizer, label_field, cache_dir, ctx.is_main)
     valid_set, valid_info = prepare_features(valid_data, featurizer, label_field, cache_dir, ctx.is_main)
     data_info = {"train": train_info, "valid": valid_info}
-    prep_s = time.perf_counter() - prep_started
     for name, fs in (("train", train_set), ("valid", valid_set)):
         if np.isnan(fs.labels).any():
             raise ValueError(f"{name} data has records without `{label_field}`")
     # Fail before training, not after: calibration and the operating point need both classes in validation.
     check_validation_labels(valid_set.labels)
+    n_labelled = len(train_set)
+    if distillation is not None:  # soft targets on every record, transfer records (labels may be NaN) appended
+        train_set, extra_info = distillation.attach(
+            train_set, train_data, featurizer, label_field, device, cache_dir, ctx.is_main
+        )
+        data_info |= extra_info
+    prep_s = time.perf_counter() - prep_started
     model.to(device)
 
     optimizer = make_optimizer(model, config)
@@ -376,14 +388,16 @@ def train(
         "device": str(device),
         "world_size": ctx.world_size,
         "truncations": dict(featurizer.truncations),
-        "n_train": len(train_set),
+        "n_train": n_labelled,
+        "n_transfer": len(train_set) - n_labelled,
         "n_valid": len(valid_set),
         "label_field": label_field,
     }
     result = TrainResult(out_dir, {}, 0.5)
     if ctx.is_main:
+        extra = {"distillation": distillation.summary} if distillation is not None else None
         metrics, threshold = write_artifact(
-            out_dir, best, featurizer, config, valid_set.labels, valid_logits, info, data_info
+            out_dir, best, featurizer, config, valid_set.labels, valid_logits, info, data_info, extra
         )
         result = TrainResult(out_dir, metrics, threshold)
     ctx.barrier()

@@ -9,6 +9,7 @@ from __future__ import annotations
 # Each module registers its commands on `app`; this order is the order of `irp --help`.
 from irp.cli import data  # noqa: F401  isort: skip
 from irp.cli import model  # noqa: F401  isort: skip
+from irp.cli import distill  # noqa: F401  isort: skip
 from irp.cli import serve  # noqa: F401  isort: skip
 from irp.cli import logs  # noqa: F401  isort: skip
 from irp.cli import audit  # noqa: F401  isort: skip

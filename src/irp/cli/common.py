@@ -89,6 +89,21 @@ def print_metrics(metrics: dict, title: str) -> None:
     console.print(table)
 
 
+VERDICT_STYLE = {"met": "green", "consistent": "yellow", "missed": "bold red"}
+
+
+def print_verdict(verdict: dict) -> None:
+    """One line: the target verdict with the test precision and the 95 % interval it was judged on."""
+    from irp.metrics import VERDICT_NOTE
+
+    lo, hi = verdict["interval"]
+    measured = "precision undefined" if verdict["precision"] is None else (
+        f"test precision {verdict['precision']:.4f}" + ("" if lo is None else f", 95 % interval [{lo:.4f}, {hi:.4f}]"))
+    console.print(f"target precision {verdict['target']:g}: [{VERDICT_STYLE[verdict['verdict']]}]"
+                  f"{verdict['verdict']}[/] ({measured}{'; ' + verdict['reason'] if verdict['reason'] else ''})")
+    console.print(f"[dim]{VERDICT_NOTE}[/]")
+
+
 def load_classifier(model: Path, runtime: str = "torch"):  # -> IRPClassifier
     from rich.markup import escape
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -16,6 +17,7 @@ from irp.cli.common import (
     load_or_fail,
     print_metrics,
     print_promise,
+    print_verdict,
     write_json,
 )
 from irp.config import DEFAULT_FIELDS
@@ -70,6 +72,7 @@ def baseline(
     table.add_row("threshold", f"{result['threshold']:.6g}", "")
     table.add_row("n / positives", f"{result['n']:,} / {result['positives']:,}", "")
     console.print(table)
+    print_verdict(result["target_verdict"])
     style = "green" if choice["reached"] else "bold red"
     console.print(f"[{style}]validation ({choice['rule']}): {escape(choice['message'])}[/]")
     if json_out is not None:
@@ -118,6 +121,13 @@ def train(
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Cache tokenized features (IRP_CACHE_DIR)."),
 ) -> None:
     """Train the IRP classifier, calibrate it and certify the operating point on --valid, write the artifact."""
+    run_training_command(dict(locals()))
+
+
+def run_training_command(flags: dict[str, Any], teachers: list[Path] | None = None, transfer: Path | None = None,
+                         temperature: float = 1.0, distill_alpha: float = 1.0) -> None:
+    """The body of `irp train` (flags: its parameters by name) and, with `teachers`, of `irp distill`: every
+    argument is checked before anything is read or written (exit 2 naming the flag)."""
     import warnings
 
     from rich.markup import escape
@@ -129,36 +139,60 @@ def train(
     from irp.train import default_cache_dir
     from irp.train import train as run_training
 
-    if confidence > 0 and target_precision >= 1.0:
+    f = flags
+    if f["confidence"] > 0 and f["target_precision"] >= 1.0:
         fail(f"--target-precision must be in (0, 1) when it is certified (precision 1 never is), got "
-             f"{target_precision}; use --confidence 0 for the uncertified point rule")
+             f"{f['target_precision']}; use --confidence 0 for the uncertified point rule")
+    distillation = None
+    if teachers is not None:
+        from irp.distill import Distillation, TeacherError, load_teachers
+
+        try:
+            found = load_teachers(teachers)  # not an artifact, or teachers that disagree: exit 2
+        except TeacherError as e:
+            fail(escape(str(e)))
+        if f["fields"] is None:  # the student reads what its teachers read
+            f["fields"] = ",".join(found[0].meta["config"]["fields"])
+            f["context_turns"] = f["context_turns"] or int(found[0].meta["config"].get("context_turns", 0))
+        try:
+            load_teachers(teachers, parse_fields(f["fields"]), f["context_turns"])
+        except TeacherError as e:
+            fail(escape(str(e)))
+        if transfer is not None and not transfer.is_file():
+            fail(f"--transfer file {escape(str(transfer))} does not exist")
+        distillation = Distillation(found, temperature, distill_alpha, transfer)
     configure_torch_threads()
     try:
         config = IRPConfig(
-            backbone=backbone, fields=parse_fields(fields), summarizer=summarizer, loss=loss, alpha=alpha, beta=beta,
-            epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr if lr is not None else default_lr(batch_size), target_precision=target_precision,
-            confidence=confidence, calibration=calibration,
-            device=device, seed=seed, context_turns=context_turns, mmr_m=mmr_m, mmr_lambda=mmr_lambda,
-            eval_every=eval_every, patience=patience, checkpoint_every=checkpoint_every, compile=compile_model,
+            backbone=f["backbone"], fields=parse_fields(f["fields"]), summarizer=f["summarizer"], loss=f["loss"],
+            alpha=f["alpha"], beta=f["beta"], epochs=f["epochs"], max_steps=f["max_steps"],
+            batch_size=f["batch_size"], lr=f["lr"] if f["lr"] is not None else default_lr(f["batch_size"]),
+            target_precision=f["target_precision"], confidence=f["confidence"], calibration=f["calibration"],
+            device=f["device"], seed=f["seed"], context_turns=f["context_turns"], mmr_m=f["mmr_m"],
+            mmr_lambda=f["mmr_lambda"], eval_every=f["eval_every"], patience=f["patience"],
+            checkpoint_every=f["checkpoint_every"], compile=f["compile_model"], distill_alpha=distill_alpha,
+            temperature=temperature,
         )
     except ValueError as e:
         fail(escape(str(e)))
-    for name, path in (("train", train_file), ("valid", valid_file)):
+    for name, path in (("train", f["train_file"]), ("valid", f["valid_file"])):
         if not path.is_file():
             fail(f"{name} file {escape(str(path))} does not exist")
+    out = f["out"]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PrecisionTargetWarning)  # print_promise shows its message, in red
             result = run_training(
-                config, train_file, valid_file, out, resume=resume, allow_network=allow_network,
-                label_field=label_field, cache_dir=default_cache_dir() if cache else None,
+                config, f["train_file"], f["valid_file"], out, resume=f["resume"], allow_network=f["allow_network"],
+                label_field=f["label_field"], cache_dir=default_cache_dir() if f["cache"] else None,
+                distillation=distillation,
             )
     except InvalidRecordError as e:
         fail(escape(f"{e} (run `irp validate` on the file for every bad line)"))
     except (BackboneError, DataFileError, ValueError, OSError) as e:
         fail(escape(str(e)))
     if result.metrics:
-        print_metrics(result.metrics, f"validation metrics ({escape(str(valid_file))})")
+        print_metrics(result.metrics, f"validation metrics ({escape(str(f['valid_file']))})")
         print_promise(out)
         console.print(f"model -> {escape(str(out))}")
 
@@ -177,12 +211,10 @@ def evaluate(
 ) -> None:
     """Precision / recall / F0.5 at the saved operating point, AP and ROC AUC (95 % bootstrap intervals), ECE and
     Brier of the calibrated probabilities, and whether the artifact's target precision is met on this data."""
-    import math
-
     import numpy as np
 
     from irp.calibration import brier_score, expected_calibration_error
-    from irp.metrics import evaluation_report
+    from irp.metrics import evaluation_report, verdict_fields
 
     clf = load_classifier(model, runtime)
     records = load_or_fail(data, "data")
@@ -199,17 +231,16 @@ def evaluate(
         "ece": expected_calibration_error(y, probs, bins=15),  # 15 equal-width bins
         "brier": brier_score(y, probs),
         "target_precision": target,
-        # precision undefined (nothing predicted positive) does not meet a target
-        "target_met": bool(target is not None and not math.isnan(report["precision"])
-                           and report["precision"] >= target),
         "operating_point": promise,
         "model": str(model),
         "data": str(data),
     }
+    if target is not None:  # met / consistent / missed, judged on the test precision's 95 % interval
+        report |= verdict_fields(report, target)
     print_metrics(report, f"{data}")
-    met = "[green]met[/]" if report["target_met"] else "[bold red]NOT met[/]"
-    console.print(f"target precision {target:g}: {met} (precision {report['precision']:.4f}); "
-                  f"ECE {report['ece']:.4f}, Brier {report['brier']:.4f} ({promise['calibration']} calibration)")
+    if target is not None:
+        print_verdict(report["target_verdict"])
+    console.print(f"ECE {report['ece']:.4f}, Brier {report['brier']:.4f} ({promise['calibration']} calibration)")
     if plots is not None:
         from irp.plots import plot_pr_curve, plot_reliability, plot_threshold_curves
 
@@ -367,7 +398,7 @@ def threshold_command(
 @app.command()
 def ablate(
     table: str = typer.Option(
-        "all", "--table", help="1, 2, 3, sweep, robustness, transfer, backbones, a comma list, or all."
+        "all", "--table", help="1, 2, 3, sweep, robustness, transfer, backbones, distill, a comma list, or all."
     ),
     train_file: Path = typer.Option(..., "--train", help="Training records (simulated log: robustness needs true_intent)."),
     valid_file: Path = typer.Option(..., "--valid", help="Validation records: early stopping and every threshold."),
@@ -386,6 +417,13 @@ def ablate(
     ),
     cost_queries: int | None = typer.Option(
         None, "--cost-queries", help="Single queries timed per backbone for its CPU latency (default 200; 30 with --quick)."
+    ),
+    teachers: int | None = typer.Option(
+        None, "--teachers", help="Distill table: seeds in the teacher ensemble (default 3; 1 with --quick)."
+    ),
+    temperature: float | None = typer.Option(None, "--temperature", help="Distill table: soft-target T (default 2)."),
+    distill_alpha: float | None = typer.Option(
+        None, "--distill-alpha", help="Distill table: the label loss's share in the students' loss (default 0.5)."
     ),
     epochs: int | None = typer.Option(None, "--epochs", help="Epochs per run (default 3; 2 with --quick)."),
     max_steps: int = typer.Option(0, "--max-steps", help="Optimiser steps per run (0 = no cap)."),
@@ -426,7 +464,7 @@ def ablate(
             quick, train=train_file, valid=valid_file, test=test_file, out=out, tables=parse_tables(table),
             seeds=seeds, backbone=backbone, backbones=tuple(b.strip() for b in backbones.split(",") if b.strip()),
             compare_backbones=tuple(b.strip() for b in compare_backbones.split(",") if b.strip()),
-            cost_queries=cost_queries,
+            cost_queries=cost_queries, teachers=teachers, temperature=temperature, distill_alpha=distill_alpha,
             epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, device=device, max_train=max_train,
             max_eval=max_eval, jobs=jobs, operating_point=operating_point, target_precision=target_precision,
             alphas=parse_floats(alphas) if alphas is not None else None,

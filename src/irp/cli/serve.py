@@ -20,7 +20,11 @@ def serve(
     model: Path = typer.Option(..., "--model", help="Model artifact directory."),
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address; non-loopback needs a token."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
-    runtime: str = typer.Option("auto", "--runtime", help="auto (ONNX when exported), torch, onnx, onnx-fp32, onnx-int8."),
+    runtime: str = typer.Option(
+        "auto", "--runtime",
+        help="auto (the fastest of the runtimes that pass parity, timed at load and reload), onnx-int8, onnx-fp32, "
+        "torch, or onnx (int8 when exported).",
+    ),
     token: str | None = typer.Option(
         None, "--token", help="Require 'Authorization: Bearer TOKEN' (default: env IRP_SERVE_TOKEN; none = no auth)."
     ),

@@ -3,12 +3,12 @@ the plots and the report.
 
 Layout of OUT:
     table1.md / .csv / .json, table2.*, table3.*, sweep.*, robustness_retrieval.*, robustness_labels.*, transfer.*,
-    backbones.*
+    backbones.*, distill.*
     plots/*.png          PR curves, sweep operating points, retrieval-failure curve, backbone quality vs cost
     RESULTS.md           the report (irp.report), also written to --report PATH with its plots beside it
     ablate_meta.json     hardware, data sizes, wall times and the command of every invocation
     cache/runs/<key>/    scores of finished runs (the resume state, and the backbone table's measured costs);
-                         cache/data/ imported SIMMC records
+                         cache/data/ imported SIMMC records; cache/teacher-models/ the distill table's teachers
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ FULL_DEFAULTS: dict[str, Any] = dict(
 )
 QUICK_DEFAULTS: dict[str, Any] = dict(
     seeds=1, epochs=2, lr=3e-3, batch_size=32, max_train=500, max_eval=300, n_boot=200,
-    alphas=(1.0,), betas=(0.0, 1.0), cost_queries=30,
+    alphas=(1.0,), betas=(0.0, 1.0), cost_queries=30, teachers=1,
 )
 PARITY_RECORDS = {False: 500, True: 100}  # validation records of the backbones table's int8 parity check
 INT8_SCHEMES = {False: "auto", True: "per-channel"}  # --quick: the fastest scheme only (fp32 timed if it fails)
@@ -82,6 +82,9 @@ class AblationOptions:
     backbones: tuple[str, ...] = ()  # extra backbones: tables 1-3 are repeated for each
     compare_backbones: tuple[str, ...] = ()  # backbones table; () = the built-in ones installed (--quick: stand-ins)
     cost_queries: int = 200  # single queries timed per backbone (after 10 warm-up calls)
+    teachers: int = 3  # distill table: the teacher is the ensemble of the primary model's seeds 0..teachers-1
+    temperature: float = 2.0  # distill table: soft-target temperature of the students
+    distill_alpha: float = 0.5  # distill table: the label loss's share in the students' loss
     epochs: int = 3
     max_steps: int = 0
     batch_size: int = 32
@@ -155,6 +158,12 @@ class AblationOptions:
             raise ValueError("--n-boot must be >= 1")
         if self.cost_queries < 1:
             raise ValueError("--cost-queries must be >= 1")
+        if self.teachers < 1:
+            raise ValueError("--teachers must be >= 1")
+        if not self.temperature > 0:
+            raise ValueError(f"--temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"--distill-alpha must be in [0, 1], got {self.distill_alpha}")
         if self.simmc_dir is not None and "transfer" in self.tables:
             missing = [rel for rel in SIMMC_SOURCES.values() if not (Path(self.simmc_dir) / rel).is_file()]
             if missing:
@@ -197,10 +206,12 @@ class Plan:
 
 
 def plan_runs(
-    specs: Sequence[TableSpec], ctx: DataContext, cache: RunCache, seeds: int, cost_models: Path | None = None
+    specs: Sequence[TableSpec], ctx: DataContext, cache: RunCache, seeds: int, cost_models: Path | None = None,
+    teacher_models: Path | None = None,
 ) -> Plan:
     """The distinct runs the tables need (shared runs once), which record sets each still has to score, and whose
-    cost (backbones table) is still to be measured: those runs keep their model, trained again if it is gone."""
+    cost (backbones, distill tables) is still to be measured: those runs keep their model, trained again if it is
+    gone; likewise the teachers of a student that still has to run (distill table)."""
     needed: dict[str, tuple[ModelSpec, int, set[str]]] = {}
     labels: dict[str, str] = {}
     cost: dict[str, str] = {}
@@ -208,22 +219,34 @@ def plan_runs(
         for row in table.rows:
             if row.model is None:
                 continue
-            for seed in row.seeds(seeds):
+            for seed in row.run_seeds(seeds):
                 key = row.model.key(seed, ctx)
                 entry = needed.setdefault(key, (row.model, seed, set()))
                 entry[2].update((row.valid_set, row.eval_set))
                 suffix = f" · seed {seed}" if row.model.kind == "irp" else ""
                 labels.setdefault(key, f"{table.key} · {row.name}{suffix}")
-            first = row.model.key(row.seeds(seeds)[0], ctx)
+            first = row.model.key(row.run_seeds(seeds)[0], ctx)
             if row.cost and not (cache.meta(first) or {}).get("cost"):
                 cost[first] = row.valid_set
+    missing_sets = {key: tuple(sorted(s for s in sets if not cache.has(key, s, ctx.fingerprint(s))))
+                    for key, (_, _, sets) in needed.items()}
+    # A student that runs needs its teachers' artifacts: a teacher whose model is not kept runs (again) first.
+    teaching = {t for key, (spec, seed, _) in needed.items()
+                if spec.teachers and (missing_sets[key] or key in cost) for t in spec.teacher_keys(ctx)}
+    for spec, _, _ in list(needed.values()):  # a teacher no row reports still has to be trained
+        for teacher, teacher_seed in spec.teachers:
+            key = teacher.key(teacher_seed, ctx)
+            if key not in needed:
+                needed[key], missing_sets[key] = (teacher, teacher_seed, set()), ()
     tasks, cached = [], 0
     for key, (spec, seed, sets) in needed.items():
-        missing = tuple(sorted(s for s in sets if not cache.has(key, s, ctx.fingerprint(s))))
+        missing = missing_sets[key]
         model_gone = key in cost and not (cost_models is not None and (cost_models / key / "config.json").exists())
+        teacher_gone = key in teaching and not (teacher_models is not None
+                                                and (teacher_models / key / "config.json").exists())
         cached += not missing
-        if missing or model_gone:
-            tasks.append(RunTask(spec, seed, key, missing, keep_for_cost=key in cost))
+        if missing or model_gone or teacher_gone:
+            tasks.append(RunTask(spec, seed, key, missing, keep_for_cost=key in cost, keep_as_teacher=key in teaching))
     return Plan(tasks, labels, len(needed), cached, cost)
 
 
@@ -311,12 +334,16 @@ def run_ablation(opts: AblationOptions, console: Console | None = None) -> list[
         device=opts.device, target_precision=opts.target_precision, checkpoint_every=10**9,
         num_workers=loader_workers(opts.jobs, opts.device),
     )
+    students, distill_notes = distill_students(opts, backbone)
     settings = TableSettings(base, (backbone, *opts.backbones), opts.alphas, opts.betas, opts.corruptions,
-                             compare, compare_notes)
+                             compare, compare_notes, students=students, teachers=opts.teachers,
+                             temperature=opts.temperature, distill_alpha=opts.distill_alpha,
+                             distill_notes=distill_notes, distill_domains=("sim",) if opts.quick else ("sim", "fashion"),
+                             primary_label="minilm-l6 (tiny stand-in)" if opts.quick and opts.backbone is None else "")
     specs = build_tables(opts.tables, settings, ctx)
     cache = RunCache(out / "cache" / "runs")
-    cost_models = out / "cache" / "cost-models"
-    plan = plan_runs(specs, ctx, cache, opts.seeds, cost_models)
+    cost_models, teacher_models = out / "cache" / "cost-models", out / "cache" / "teacher-models"
+    plan = plan_runs(specs, ctx, cache, opts.seeds, cost_models, teacher_models)
     console.print(
         f"[bold]irp ablate[/]: tables {', '.join(s.key for s in specs)}; backbone {backbone_label(backbone)}; "
         f"{plan.n_runs} distinct runs, {plan.cached} cached, [bold]{len(plan.tasks)} to run[/] "
@@ -328,7 +355,7 @@ def run_ablation(opts: AblationOptions, console: Console | None = None) -> list[
     runtime = Runtime(
         out / "cache" / "runs", out / "cache" / "scratch", out / "cache" / "features",
         out / "models" if opts.keep_models else None, default_threads(opts.jobs) if opts.jobs > 1 else 0,
-        write_features=opts.jobs == 1, cost_models=cost_models,
+        write_features=opts.jobs == 1, cost_models=cost_models, teacher_models=teacher_models,
     )
     reports = _run_with_progress(plan, ctx, runtime, opts.jobs, console)
     _measure_costs(plan, ctx, cache, cost_models, opts, console)
@@ -392,6 +419,32 @@ def compared_backbones(opts: AblationOptions, primary: str) -> tuple[tuple[tuple
             continue
         pairs.append((backbone_label(name), name))
     return tuple(pairs), tuple(notes)
+
+
+def distill_students(opts: AblationOptions, primary: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """(label, backbone) of the distill table's students, and notes on those left out: the primary backbone and
+    minilm-l3 where installed; with --quick, a tiny random 1-layer stand-in for minilm-l3 only."""
+    from irp.backbones import BackboneError, locate
+    from irp.model.encoder import build_tiny_encoder
+
+    if "distill" not in opts.tables:
+        return (), ()
+    if opts.quick and opts.backbone is None:
+        small = opts.out / "cache" / "tiny-minilm-l3"
+        if not (small / "config.json").exists():
+            build_tiny_encoder(small, seed=5, num_layers=1)
+        note = ("--quick: a tiny random encoder of 1 layer stands in for the minilm-l3 student (the minilm-l6 student "
+                "is left out: same code path, the CI guard stays fast), the teacher is the baseline's seed 0 alone (an "
+                "ensemble of 1), the SIMMC rows are left out: these rows check the pipeline, not distillation")
+        return (("minilm-l3 (tiny stand-in)", str(small.resolve())),), (note,)
+    students, notes = [(backbone_label(primary), primary)], []
+    if backbone_label(primary) != "minilm-l3":
+        try:
+            locate("minilm-l3")
+            students.append(("minilm-l3", "minilm-l3"))
+        except BackboneError as e:
+            notes.append(f"student minilm-l3 skipped: {e}")
+    return tuple(students), tuple(notes)
 
 
 def _measure_costs(

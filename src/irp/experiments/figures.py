@@ -115,6 +115,32 @@ def quality_vs_cost(table: TableResult, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def distill_quality_latency(table: TableResult, path: Path) -> Path | None:
+    """Distill table: AP (seed mean, 95 % bootstrap interval) against the CPU p50 of one query (measured on the
+    simulated-log model), one point per model with a measured latency and data set; the teacher ensemble has no
+    point (a query runs every member: its latency was not measured). None when nothing was measured."""
+    latency = {r.name: r.cost["cpu_p50_ms"] for r in table.rows if r.cost and r.cost.get("cpu_p50_ms") is not None}
+    if not latency:
+        return None
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for i, group in enumerate(dict.fromkeys(r.group for r in table.rows)):
+        rows = [r for r in table.rows if r.group == group and r.name in latency]
+        x = np.array([latency[r.name] for r in rows], dtype=float)
+        y = np.array([r.metrics["ap"].mean for r in rows])
+        lo = np.array([(r.interval or {}).get("ap", {}).get("lo", np.nan) for r in rows])
+        hi = np.array([(r.interval or {}).get("ap", {}).get("hi", np.nan) for r in rows])
+        ax.errorbar(x, y, yerr=np.nan_to_num(np.vstack([y - lo, hi - y]), nan=0.0).clip(min=0), fmt="o", capsize=3,
+                    color=f"C{i}", label=group or "AP")
+        for xi, yi, r in zip(x, y, rows):
+            ax.annotate(r.name, (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=8, color=f"C{i}")
+    ax.set(xlabel="CPU p50 latency of one query, ms (ONNX auto runtime, 1 thread)", ylabel="test AP (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle("Distillation: quality against serving latency")
+    return _save(fig, path)
+
+
 def table_plots(table: TableResult, plot_dir: Path) -> list[str]:
     """Write the plots of one table; returns their file names."""
     written: list[Path | None] = []
@@ -128,6 +154,8 @@ def table_plots(table: TableResult, plot_dir: Path) -> list[str]:
         written.append(retrieval_failure(table, plot_dir / "robustness_retrieval.png"))
     if table.key == "backbones" and table.rows:
         written.append(quality_vs_cost(table, plot_dir / "backbones_quality_cost.png"))
+    if table.key == "distill" and table.rows:
+        written.append(distill_quality_latency(table, plot_dir / "distill_quality_latency.png"))
     if table.key == "transfer":
         for group in dict.fromkeys(r.group for r in table.rows):
             stem = group.lower().replace("simmc ", "").replace(" ", "_")

@@ -120,10 +120,50 @@ def quality_cost_rows(table: dict[str, Any]) -> list[list[str]]:
             cells.append("— (reference)" if r["reference"] else format_diff((r.get("vs_reference") or {}).get("ap")))
         rate = cost.get("train_examples_per_s")
         cells.append(f"{_ms(rate, 0)} ({cost.get('train_device') or '?'})")
-        runtime = cost.get("runtime") or ""
-        kind = f"int8 {cost['int8_scheme']}" if cost.get("int8_scheme") else runtime.replace("onnx-", "")
-        cells.append(f"{_ms(cost.get('cpu_p50_ms'))}" + (f" ({kind})" if kind else ""))
+        cells.append(_latency_cell(cost))
         body.append(cells)
+    return body
+
+
+def _latency_cell(cost: dict[str, Any]) -> str:
+    """CPU p50 and the runtime it was measured on, e.g. "9.5 (int8 blockwise)" or "11.5 (fp32)".
+
+    >>> _latency_cell({"cpu_p50_ms": 11.5, "runtime": "onnx-fp32", "int8_scheme": "blockwise"})
+    '11.5 (fp32)'
+    """
+    runtime = cost.get("runtime") or ""
+    kind = (f"int8 {cost['int8_scheme']}" if runtime == "onnx-int8" and cost.get("int8_scheme")
+            else runtime.replace("onnx-", ""))
+    return f"{_ms(cost.get('cpu_p50_ms'))}" + (f" ({kind})" if kind else "")
+
+
+def distill_rows(table: dict[str, Any]) -> list[list[str]]:
+    """The distill table, one line per row: AP [95 % CI], Δ AP vs the baseline, precision and recall at the
+    certified threshold, train time, CPU p50 and parameters.
+
+    >>> row = {"name": "student", "group": "sim", "reference": False, "params": {}, "metrics": {
+    ...        m: {"mean": 0.5, "std": 0.0, "n": 1} for m in ("ap", "precision", "recall")},
+    ...        "interval": {"ap": {"lo": 0.4, "hi": 0.6}}, "vs_reference": {"ap": {"diff": 0.02, "lo": 0.01,
+    ...        "hi": 0.03, "p_value": 0.01}}, "cost": {"params_m": 22.7, "train_s": 61.0, "cpu_p50_ms": 9.5,
+    ...        "runtime": "onnx-fp32"}}
+    >>> distill_rows({"rows": [row]})[1][:3]
+    ['sim', 'student', '22.7']
+    """
+    header = ["data", "row", "params (M)", "AP [95 % CI]", "Δ AP vs baseline [95 % CI]", "precision", "recall",
+              "train s", "CPU p50 ms, 1 query (auto runtime)"]
+    body = [header]
+    for r in table["rows"]:
+        cost = r.get("cost") or {}
+        ci = (r.get("interval") or {}).get("ap") or {}
+        interval = f" [{ci['lo']:.3f}, {ci['hi']:.3f}]" if ci.get("lo") is not None else ""
+        latency = _latency_cell(cost) if cost.get("cpu_p50_ms") is not None else (
+            f"{cost.get('members')} x a member's" if cost.get("members", 1) > 1 else "—")
+        body.append([
+            r["group"], r["name"] + (" (reference)" if r["reference"] else ""), _ms(cost.get("params_m")),
+            _cell(r["metrics"]["ap"]) + interval,
+            "—" if r["reference"] else format_diff((r.get("vs_reference") or {}).get("ap")),
+            _cell(r["metrics"]["precision"]), _cell(r["metrics"]["recall"]), _ms(cost.get("train_s"), 0), latency,
+        ])
     return body
 
 
@@ -135,7 +175,10 @@ def _md_table(rows: list[list[str]]) -> list[str]:
 def to_markdown(table: dict[str, Any], plot_dir: str | None = None, heading: str = "###") -> str:
     """The table as a Markdown section: heading, description, table, footer, and plots when `plot_dir` is set."""
     out = [f"{heading} {table['title']}", "", table["description"], ""]
-    if table["rows"] and any(r.get("cost") for r in table["rows"]):
+    if table["rows"] and table.get("table") == "distill":
+        out += _md_table(distill_rows(table))
+        out += [cost_footer(table), "", "All metrics of every row:", ""]
+    elif table["rows"] and any(r.get("cost") for r in table["rows"]):
         out += _md_table(quality_cost_rows(table))
         out += [cost_footer(table), "", "All metrics of every row:", ""]
     if table["rows"]:
@@ -161,14 +204,15 @@ def cost_footer(table: dict[str, Any]) -> str:
     text = ("Cost columns: parameters of the encoder; training examples/s (mean over the seeds' runs of the row, "
             "training loop without validation passes; concurrent runs share the device when --jobs > 1); CPU p50 of "
             f"one record in, probability out, on 1 thread of {', '.join(cpus) or 'the CPU'}, through the ONNX "
-            f"export of the seed-0 simulated-log model: {scheme} whose parity check passes (max |Δp| ≤ 0.02 and "
-            "|Δ AP| ≤ 0.005 against torch), else fp32.")
+            f"export of the seed-0 simulated-log model: the faster of fp32 and {scheme} whose parity check passes "
+            "(max |Δp| ≤ 0.02 and |Δ AP| ≤ 0.005 against torch), as `irp serve --runtime auto` picks.")
     failures = [f"{name}: " + "; ".join(c["int8_failures"]) for name, c in costs if c.get("int8_failures")]
     return text + ("" if not failures else " Int8 schemes that failed parity — " + " | ".join(failures) + ".")
 
 
 COST_COLUMNS = (
     "params_m", "train_examples_per_s", "train_device", "cpu_p50_ms", "cpu_p90_ms", "runtime", "int8_scheme",
+    "train_s",
 )
 
 

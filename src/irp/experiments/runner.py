@@ -69,6 +69,8 @@ class ModelSpec:
     config: IRPConfig | None = None
     domain: str = "sim"  # sim: --train/--valid files; fashion: SIMMC fashion train split by dialog
     label_field: str = "label"
+    # irp distill: the (model, seed) runs whose artifacts teach this one (config.distill_alpha, .temperature)
+    teachers: tuple[tuple[ModelSpec, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind == "irp" and self.config is None:
@@ -94,11 +96,19 @@ class ModelSpec:
         config = None
         if self.config is not None:
             config = {k: v for k, v in self.config.replace(seed=seed).to_dict().items() if k not in _NOT_LEARNED}
-        digest = fingerprint(
+            if not self.teachers:  # no distillation: keys as before these settings existed
+                config.pop("distill_alpha", None)
+                config.pop("temperature", None)
+        parts: list[Any] = [
             self.kind, config, self.domain, self.label_field,
             ctx.fingerprint(self.train_set), ctx.fingerprint(self.valid_set),
-        )
-        return f"{self.kind}-{digest}"
+        ]
+        if self.teachers:  # a student is its teachers' too (absent otherwise: older keys stay valid)
+            parts.append([teacher.key(s, ctx) for teacher, s in self.teachers])
+        return f"{self.kind}-{fingerprint(*parts)}"
+
+    def teacher_keys(self, ctx: DataContext) -> list[str]:
+        return [teacher.key(s, ctx) for teacher, s in self.teachers]
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,7 @@ class RunTask:
     key: str
     score_sets: tuple[str, ...]
     keep_for_cost: bool = False  # keep the artifact in Runtime.cost_models for the cost measurement (backbones)
+    keep_as_teacher: bool = False  # keep the artifact in Runtime.teacher_models: a student distils from it
 
 
 class RunCache:
@@ -152,6 +163,7 @@ class Runtime:
     threads: int = 0  # torch threads per worker process, 0 = leave as is
     write_features: bool = True  # False in worker pools: the features were built before the runs started
     cost_models: Path | None = None  # artifacts kept until their cost is measured (RunTask.keep_for_cost)
+    teacher_models: Path | None = None  # teachers' artifacts, kept for the students (RunTask.keep_as_teacher)
 
 
 def _score_device(config: IRPConfig) -> str:
@@ -253,6 +265,7 @@ def execute(task: RunTask, ctx: DataContext, runtime: Runtime) -> dict[str, Any]
                 result = train(
                     config, ctx.path(spec.train_set), ctx.path(spec.valid_set), model_dir,
                     label_field=spec.label_field, quiet=True, cache_dir=runtime.features_dir,
+                    distillation=_distillation(spec, config, ctx, runtime),
                 )
             meta.update(
                 kind="irp", config=config.to_dict(), label_field=spec.label_field, domain=spec.domain,
@@ -265,15 +278,32 @@ def execute(task: RunTask, ctx: DataContext, runtime: Runtime) -> dict[str, Any]
         if kept is not None and trained:
             shutil.rmtree(kept, ignore_errors=True)
             shutil.copytree(model_dir, kept, ignore=shutil.ignore_patterns("checkpoints"))
-        if task.keep_for_cost and runtime.cost_models is not None:
-            target = runtime.cost_models / task.key
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns("checkpoints", "onnx"))
+        for keep, folder in ((task.keep_for_cost, runtime.cost_models), (task.keep_as_teacher, runtime.teacher_models)):
+            if keep and folder is not None:
+                target = folder / task.key
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns("checkpoints", "onnx"))
     meta["last_s"] = round(time.perf_counter() - started, 2)  # this execution (wall_s sums all of them)
     meta["wall_s"] = round(meta.get("wall_s", 0.0) + meta["last_s"], 2)
     meta["trainings"] = meta.get("trainings", 0) + int(trained)  # > 1: scores were added after the model was gone
     cache.save_meta(task.key, meta)
     return meta
+
+
+def _distillation(spec: ModelSpec, config: IRPConfig, ctx: DataContext, runtime: Runtime) -> Any:
+    """The Distillation of a student run (its teachers' kept artifacts), None for any other run."""
+    if not spec.teachers:
+        return None
+    from irp.distill import Distillation, load_teachers
+
+    if runtime.teacher_models is None:
+        raise RuntimeError("a student run needs Runtime.teacher_models")
+    folders = [runtime.teacher_models / key for key in spec.teacher_keys(ctx)]
+    missing = [str(f) for f in folders if not (f / "config.json").exists()]
+    if missing:
+        raise RuntimeError(f"the teachers of a student run were not kept: {', '.join(missing)}")
+    return Distillation(load_teachers(folders, config.fields, config.context_turns), config.temperature,
+                        config.distill_alpha)
 
 
 def _training_info(model_dir: Path) -> dict[str, Any]:
@@ -342,10 +372,13 @@ def run_all(
             t0 = time.perf_counter()
             done(task, execute(task, ctx, runtime), t0)
 
+    # Students need their teachers' artifacts: they run last, here, after every other run finished.
+    students = [t for t in tasks if t.spec.teachers]
+    tasks = [t for t in tasks if not t.spec.teachers]
     pooled = [t for t in tasks if t.spec.kind == "irp"] if jobs > 1 else []
     here = [t for t in tasks if t not in pooled]
     if not pooled:
-        run_here(here)
+        run_here(here + students)
         return reports
     errors: list[BaseException] = []
     with ProcessPoolExecutor(
@@ -367,6 +400,7 @@ def run_all(
                 errors.append(e)
     if errors:
         raise errors[0]
+    run_here(students)
     return reports
 
 

@@ -29,7 +29,7 @@ from irp.experiments.stats import (
     resample_seed_means,
 )
 
-TABLES = ("1", "2", "3", "sweep", "robustness", "transfer", "backbones")  # --table names; robustness writes two
+TABLES = ("1", "2", "3", "sweep", "robustness", "transfer", "backbones", "distill")  # --table names; robustness: two
 # Table 1: fields added one at a time (the paper's feature ablation); product rows use mean pooling.
 FEATURE_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("utterance", ("utterance",)),
@@ -57,13 +57,21 @@ class RowSpec:
     params: tuple[tuple[str, Any], ...] = ()
     oracle_field: str | None = None  # score = this record field (0/1): the best a model could do
     cost: bool = False  # backbones table: seed 0's model is exported to ONNX and one query timed on the CPU
+    ensemble: int = 0  # > 0: one model, the mean probability of the model's seeds 0..ensemble-1 (a teacher)
 
     @property
     def valid_set(self) -> str:
         return self.model.valid_set if self.model is not None else "valid"
 
     def seeds(self, n: int) -> list[int]:
+        """The row's seeds as reported (an ensemble is one model: seed 0 stands for it)."""
+        if self.ensemble:
+            return [0]
         return self.model.seeds(n) if self.model is not None else [0]
+
+    def run_seeds(self, n: int) -> list[int]:
+        """The seeds of the runs the row needs (an ensemble's members)."""
+        return list(range(self.ensemble)) if self.ensemble else self.seeds(n)
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class TableSpec:
     rows: tuple[RowSpec, ...]
     notes: tuple[str, ...] = ()
     contrasts: tuple[tuple[str, str], ...] = ()  # extra paired comparisons (row, versus row), same group
+    operating_point: str | None = None  # overrides the run's --operating-point (distill: the certified threshold)
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,14 @@ class TableSettings:
     corruptions: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
     compare: tuple[tuple[str, str], ...] = ()  # backbones table: (label, backbone name or folder), reference first
     compare_notes: tuple[str, ...] = ()  # e.g. backbones skipped because they are not installed
+    # distill table: the students' (label, backbone), the teacher ensemble's size, T and α, notes
+    students: tuple[tuple[str, str], ...] = ()
+    teachers: int = 3
+    temperature: float = 2.0
+    distill_alpha: float = 0.5
+    distill_notes: tuple[str, ...] = ()
+    distill_domains: tuple[str, ...] = ("sim", "fashion")
+    primary_label: str = ""  # the primary backbone's display name ("" = its name)
 
 
 def backbone_label(name: str) -> str:
@@ -274,6 +291,49 @@ def backbones_table(settings: TableSettings, ctx: DataContext) -> TableSpec:
     return TableSpec("backbones", title, description, tuple(rows), tuple(notes))
 
 
+def distill_table(settings: TableSettings, ctx: DataContext) -> TableSpec:
+    """Distillation: the primary model (reference), the teacher (an ensemble of its seeds) and the students
+    distilled from that teacher, with their cost, at the certified operating point."""
+    k, base = settings.teachers, settings.base
+    title = "Distillation — a teacher ensemble in a small student"
+    description = (
+        f"The all-fields model (mean pooling, combined loss) with the primary backbone is the baseline (reference; "
+        f"mean ± std over seeds). The teacher is the ensemble of its seeds 0-{k - 1} (mean probability: one model, "
+        f"so no ±; with one seed, that seed's model). Each student is an ordinary IRP model trained by `irp distill` on α · (the label loss) + "
+        f"(1 − α) · T² · BCE against the teacher's averaged probabilities at temperature T (α = "
+        f"{settings.distill_alpha:g}, T = {settings.temperature:g}; no transfer data), on the same training data. "
+        "Simulated log: trained on its train set, thresholds from its validation set, evaluated on its test set; "
+        "SIMMC fashion: train on 85 % of fashion train's dialogs, thresholds from the other 15 %, evaluated on "
+        "fashion dev. Precision and recall at the certified operating point (the `irp train` rule); train time = "
+        "one run's wall time (a student's includes scoring its teachers; the ensemble's is the sum of its members'); "
+        "CPU p50 = one query on 1 thread through the ONNX runtime `irp serve --runtime auto` picks (the faster of "
+        "fp32 and int8 where int8 passes parity), seed-0 model, simulated-log run."
+    )
+    notes = list(settings.distill_notes)
+    rows: list[RowSpec] = []
+    domains = [("sim", "simulated log", "test")]
+    if "fashion" in settings.distill_domains and ctx.simmc_available:
+        domains.append(("fashion", "SIMMC fashion (fine-tuned)", "fashion_dev"))
+    elif "fashion" in settings.distill_domains:
+        notes.append("SIMMC rows skipped: the SIMMC files were not found (pass --simmc-dir or set IRP_SHARED_DATA)")
+    primary = settings.primary_label or backbone_label(base.backbone)
+    for domain, group, eval_set in domains:
+        baseline = _irp(base, domain=domain)
+        teachers = tuple((baseline, seed) for seed in range(k))
+        rows.append(RowSpec(f"baseline {primary}", baseline, eval_set=eval_set, group=group, reference=True,
+                            params=(("backbone", primary),), cost=domain == "sim"))
+        teacher_name = f"teacher: ensemble of {k} {primary} seeds" if k > 1 else f"teacher: {primary} seed 0"
+        rows.append(RowSpec(teacher_name, baseline, eval_set=eval_set, group=group,
+                            params=(("backbone", primary), ("ensemble", k)), ensemble=k))
+        for label, backbone in settings.students:
+            config = base.replace(backbone=backbone, distill_alpha=settings.distill_alpha,
+                                  temperature=settings.temperature)
+            student = _irp(config, domain=domain, teachers=teachers)
+            rows.append(RowSpec(f"student {label}", student, eval_set=eval_set, group=group,
+                                params=(("backbone", label), ("teachers", k)), cost=domain == "sim"))
+    return TableSpec("distill", title, description, tuple(rows), tuple(notes), operating_point="target")
+
+
 def build_tables(names: Sequence[str], settings: TableSettings, ctx: DataContext) -> list[TableSpec]:
     """The table specs for `names` (keys of TABLES), in order."""
     out: list[TableSpec] = []
@@ -292,6 +352,8 @@ def build_tables(names: Sequence[str], settings: TableSettings, ctx: DataContext
             out.append(transfer(settings, ctx))
         elif name == "backbones":
             out.append(backbones_table(settings, ctx))
+        elif name == "distill":
+            out.append(distill_table(settings, ctx))
         else:
             raise ValueError(f"unknown table {name!r}: use one of {', '.join(TABLES)} or all")
     return out
@@ -360,23 +422,28 @@ def _scores(row: RowSpec, seed: int, set_name: str, ctx: DataContext, cache: Run
     if row.model is None:
         assert row.oracle_field is not None
         return ctx.labels(set_name, row.oracle_field)
-    key = row.model.key(seed, ctx)
     fp = ctx.fingerprint(set_name)
-    if not cache.has(key, set_name, fp):
-        raise RuntimeError(f"no cached scores of run {key} on {set_name}: the run did not finish")
-    return cache.load(key, set_name, fp).astype(np.float64)
+    scores = []
+    for member in (row.run_seeds(0) if row.ensemble else [seed]):
+        key = row.model.key(member, ctx)
+        if not cache.has(key, set_name, fp):
+            raise RuntimeError(f"no cached scores of run {key} on {set_name}: the run did not finish")
+        scores.append(cache.load(key, set_name, fp).astype(np.float64))
+    return np.mean(scores, axis=0)  # an ensemble's probability: the mean of its members'
 
 
 def compute_table(spec: TableSpec, ctx: DataContext, cache: RunCache, ev: EvalSettings) -> TableResult:
     """Metrics per row (mean ± std over seeds) and the paired bootstrap of each row against its group's reference."""
     scored: list[tuple[RowSpec, np.ndarray, list[tuple[np.ndarray, float]], list[dict[str, float]], int]] = []
+    rule = spec.operating_point or ev.operating_point
+    with_cost = spec.key in ("backbones", "distill")
     for row in spec.rows:
         y_valid = ctx.labels(row.valid_set, row.valid_label)
         y_test = ctx.labels(row.eval_set, row.eval_label)
         runs, per_seed, fallbacks = [], [], 0
         for seed in row.seeds(ev.seeds):
             thr, fell_back = pick_threshold(
-                y_valid, _scores(row, seed, row.valid_set, ctx, cache), ev.operating_point, ev.target_precision
+                y_valid, _scores(row, seed, row.valid_set, ctx, cache), rule, ev.target_precision
             )
             s_test = _scores(row, seed, row.eval_set, ctx, cache)
             runs.append((s_test, thr))
@@ -406,17 +473,17 @@ def compute_table(spec: TableSpec, ctx: DataContext, cache: RunCache, ev: EvalSe
             name=row.name, group=row.group, reference=row.reference, params=dict(row.params),
             metrics={m: mean_std([s[m] for s in per_seed]) for m in METRICS},
             per_seed=per_seed, vs_reference=vs, fallbacks=fallbacks,
-            runs=[row.model.key(s, ctx) for s in row.seeds(ev.seeds)] if row.model is not None else [],
+            runs=[row.model.key(s, ctx) for s in row.run_seeds(ev.seeds)] if row.model is not None else [],
             curve=(y_test, runs[0][0], runs[0][1]),
-            interval=_interval(res) if spec.key == "backbones" else None,
-            cost=run_cost(row, ctx, cache, ev.seeds) if spec.key == "backbones" else None,
+            interval=_interval(res) if with_cost else None,
+            cost=run_cost(row, ctx, cache, ev.seeds) if with_cost else None,
         ))
     contrasts = []
     by_name = {row.name: (y, res) for (row, y, _, _, _), res in zip(scored, resampled)}
     for name, versus in spec.contrasts:
         if name in by_name and versus in by_name and np.array_equal(by_name[name][0], by_name[versus][0]):
             contrasts.append({"row": name, "versus": versus, "metrics": compare(by_name[name][1], by_name[versus][1])})
-    settings = {"operating_point": ev.operating_point, "target_precision": ev.target_precision,
+    settings = {"operating_point": rule, "target_precision": ev.target_precision,
                 "n_boot": ev.n_boot, "seeds": ev.seeds}
     return TableResult(spec.key, spec.title, spec.description, results, groups, list(spec.notes), settings, contrasts)
 
@@ -439,8 +506,8 @@ def run_cost(row: RowSpec, ctx: DataContext, cache: RunCache, seeds: int) -> dic
     from irp.experiments.cost import training_rate
 
     assert row.model is not None and row.model.config is not None
-    rates, devices = [], set()
-    for seed in row.seeds(seeds):
+    rates, devices, walls = [], set(), []
+    for seed in row.run_seeds(seeds):
         meta = cache.meta(row.model.key(seed, ctx)) or {}
         training = meta.get("training") or {}
         batch = (meta.get("config") or {}).get("batch_size", row.model.config.batch_size)
@@ -448,18 +515,31 @@ def run_cost(row: RowSpec, ctx: DataContext, cache: RunCache, seeds: int) -> dic
         if rate is not None:
             rates.append(rate)
             devices.add(str(training.get("device", "?")))
+        if training.get("wall_s") is not None:
+            walls.append(float(training["wall_s"]))
     name = row.model.config.backbone
+    members = max(row.ensemble, 1)
     out: dict[str, Any] = {
         "params_m": BACKBONES[name].params_m if name in BACKBONES else None,  # replaced by the measured count below
         "train_examples_per_s": round(float(np.mean(rates)), 1) if rates else None,
         "train_device": ", ".join(sorted(devices)) or None,
+        # one run's wall time (mean over seeds); an ensemble costs the sum of its members'
+        "train_s": (round(float(np.sum(walls)), 1) if row.ensemble else round(float(np.mean(walls)), 1))
+        if walls else None,
+        "members": members,
     }
+    if row.ensemble:  # its members' parameters; every query runs them all (no latency measured for it)
+        out["params_m"] = None if out["params_m"] is None else round(out["params_m"] * members, 2)
+        ref_cost = (cache.meta(row.model.key(0, ctx)) or {}).get("cost") or {}  # the seed-0 member's measurement
+        if ref_cost.get("encoder_params_m") is not None:
+            out["params_m"] = round(ref_cost["encoder_params_m"] * members, 2)
     if row.cost:
         measured = (cache.meta(row.model.key(row.seeds(seeds)[0], ctx)) or {}).get("cost") or {}
         latency = measured.get("latency") or {}
         out |= {"cpu_p50_ms": latency.get("p50_ms"), "cpu_p90_ms": latency.get("p90_ms"),
                 "int8_tried": measured.get("int8_tried"),
                 "runtime": measured.get("runtime"), "int8_scheme": measured.get("int8_scheme"),
+                "p50_ms_by_runtime": measured.get("p50_ms_by_runtime"),
                 "int8_failures": measured.get("int8_failures", []),
                 "int8_max_abs_diff": measured.get("int8_max_abs_diff"),
                 "parity_records": measured.get("parity_records"), "cpu": measured.get("cpu"),

@@ -66,8 +66,10 @@ def encoder_from_config(config_dict: dict, attn_implementation: str | None = Non
         return AutoModel.from_config(config, attn_implementation="eager")
 
 
-def build_tiny_encoder(out_dir: str | Path, tokenizer_source: str | None = None, seed: int = 0) -> Path:
-    """Write a tiny randomly initialised BERT (2 layers, hidden 32) with a real WordPiece tokenizer.
+def build_tiny_encoder(
+    out_dir: str | Path, tokenizer_source: str | None = None, seed: int = 0, num_layers: int = 2
+) -> Path:
+    """Write a tiny randomly initialised BERT (`num_layers` layers, hidden 32) with a real WordPiece tokenizer.
 
     Unit tests use it instead of the 90 MB backbone; `--quick` ablations train it in seconds.
     """
@@ -81,7 +83,7 @@ def build_tiny_encoder(out_dir: str | Path, tokenizer_source: str | None = None,
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=num_layers,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=512,

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 
 from irp.config import IRPConfig
 from irp.fileio import atomic_path
-from irp.losses import irp_loss
+from irp.losses import distillation_loss, irp_loss
 from irp.model.encoder import encoder_from_config
 from irp.model.summarize import pool_products
 
@@ -73,7 +73,8 @@ class IRPModel(nn.Module):
         slot_mask: torch.Tensor | None = None,  # [B, T] bool, F True positions per row, after the text
         value_ids: torch.Tensor | None = None,
         value_index: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,  # [B] float 0/1
+        labels: torch.Tensor | None = None,  # [B] float 0/1 (NaN: no label, only with soft_targets)
+        soft_targets: torch.Tensor | None = None,  # [B] the teachers' averaged probability at temperature T
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         embeds = self.word_embeddings(input_ids)  # [B, T, H]
         if value_ids is not None and slot_mask is not None:
@@ -95,7 +96,11 @@ class IRPModel(nn.Module):
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B, H]
             logits = self.head(self.dropout(pooled)).squeeze(-1)  # [B]
         loss = None
-        if labels is not None:
+        if labels is not None and soft_targets is not None:  # irp distill
+            cfg = self.config
+            loss = distillation_loss(logits, labels.float(), soft_targets.float(), cfg.loss, cfg.alpha, cfg.beta,
+                                     cfg.distill_alpha, cfg.temperature)
+        elif labels is not None:
             loss = irp_loss(logits, labels.float(), self.config.loss, self.config.alpha, self.config.beta)
         return logits, loss
 

@@ -52,6 +52,7 @@ from irp.serve.openapi import (
     request_body,
 )
 from irp.serve.reload import ModelSlot, ReloadError
+from irp.serve.runtime_choice import runtime_choice
 from irp.serve.state import Ask, MemoryState, SharedState, StateError, default_replica_id
 
 log = logging.getLogger("irp.serve")
@@ -293,6 +294,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, decision_l
             "state": {**state.status(), "feedback_waiting": len(unattributed)},
             "model_dir": str(served.model_dir) if served.model_dir else None,
             "runtime": served.runtime,
+            "runtime_choice": runtime_choice(meta),  # --runtime auto: timings and parity of every candidate
             "threshold": served.threshold,
             "operating_point": meta["threshold"],
             "promise": promise,

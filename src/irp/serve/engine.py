@@ -26,10 +26,15 @@ WARM_UP_RECORD = {"utterance": "show me red summer dresses", "intent": "search",
 
 
 def load_classifier(model_dir: str | Path, runtime: str = "auto", threads: int = 1) -> IRPClassifier:
-    """IRPClassifier with `threads` intra-op threads for its runtime (ONNX Runtime session, or torch)."""
+    """IRPClassifier with `threads` intra-op threads for its runtime (ONNX Runtime session, or torch); `auto`
+    times the runtimes that pass parity and takes the fastest (irp.serve.runtime_choice)."""
     from irp.onnx_runtime import load_onnx, resolve_runtime
     from irp.predict import IRPClassifier
 
+    if runtime == "auto":
+        from irp.serve.runtime_choice import pick_fastest
+
+        return pick_fastest(model_dir, threads)
     if resolve_runtime(model_dir, runtime) == "torch":
         import torch
 

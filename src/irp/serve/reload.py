@@ -113,9 +113,10 @@ class ModelSlot:
         return result
 
 
-def onnx_parity(engine: Engine, model_dir: Path) -> dict[str, Any] | None:
-    """For an engine on ONNX Runtime: max |Δprobability| against the artifact's torch weights on PROBES, and
-    the parity recorded at export time. None for a torch engine (nothing to compare)."""
+def onnx_parity(engine: Engine, model_dir: Path, reference: np.ndarray | None = None) -> dict[str, Any] | None:
+    """For an engine on ONNX Runtime: max |Δprobability| against the artifact's torch weights on PROBES (their
+    probabilities [len(PROBES)] when `reference` is given), and the parity recorded at export time. None for a
+    torch engine (nothing to compare)."""
     if not engine.runtime.startswith("onnx"):
         return None
     from irp.predict import IRPClassifier
@@ -129,7 +130,9 @@ def onnx_parity(engine: Engine, model_dir: Path) -> dict[str, Any] | None:
                 "reason": f"the export's own parity check failed (installed with --force): {entry}"[:500]}
     try:
         records = [validate_record(r) for r in PROBES]
-        reference = IRPClassifier.load(model_dir, runtime="torch").predict_proba(records).astype(np.float64)
+        if reference is None:
+            reference = IRPClassifier.load(model_dir, runtime="torch").predict_proba(records)
+        reference = np.asarray(reference, dtype=np.float64)
         got = engine.predict_proba(records)
     except Exception as e:  # noqa: BLE001
         return {"runtime": engine.runtime, "passed": False, "tolerance": tolerance,
