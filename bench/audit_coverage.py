@@ -33,9 +33,8 @@ import numpy as np
 
 from irp.audit.estimate import audit_report, strata_data, translate_promise
 from irp.audit.sample import write_sample
-from irp.audit.store import file_fingerprint
 from irp.data.io import load_records
-from irp.fileio import write_json_atomic
+from irp.fileio import file_fingerprint, write_json_atomic
 from irp.metrics import nan_to_none
 
 

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from irp.artifact import file_fingerprint, read_meta
+from irp.artifact import read_meta
 from irp.config import IRPConfig
 from irp.features import FeatureSet, Featurizer, concat_features
-from irp.fileio import atomic_path
+from irp.fileio import atomic_path, file_fingerprint
 
 CACHE_FORMAT = 1
 
