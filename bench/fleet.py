@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -142,13 +143,40 @@ def start_haproxy(run: Path, replicas: list[Replica]) -> tuple[subprocess.Popen,
     port, sock = free_port(), run / "haproxy.sock"
     cfg = (ROOT / "deploy" / "haproxy" / "haproxy.cfg").read_text()
     cfg = cfg.replace("bind 127.0.0.1:8080", f"bind 127.0.0.1:{port}")
-    cfg = cfg.replace("    maxconn 4096", f"    maxconn 4096\n    stats socket {sock} mode 600 level admin")
+    cfg = cfg.replace("    maxconn 4096", f"    maxconn 4096\n    stats socket {sock} mode 600 level admin"
+                      "\n    log stdout format raw local0")
+    # One line per request (REQUEST_LOG): which replica, when it was sent there, when it ended, how.
+    cfg = cfg.replace("defaults\n", "defaults\n    log global\n    log-format \"REQ %s %Ts%ms %TR %Tw %Tc %Ta %ST %tsc %HU\"\n", 1)
     lines = [line for line in cfg.splitlines() if not line.strip().startswith("server r")]
     lines += [f"    server {r.name} 127.0.0.1:{r.port} check" for r in replicas]
     (run / "haproxy.cfg").write_text("\n".join(lines) + "\n")
     proc = subprocess.Popen(["haproxy", "-db", "-f", str(run / "haproxy.cfg")], stdout=open(run / "haproxy.log", "w"),
                             stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}", sock
+
+
+REQUEST_LOG = re.compile(r"^REQ (\S+) (\d+) (-?\d+) (-?\d+) (-?\d+) (-?\d+) (-?\d+) (\S+) (\S+)$")
+
+
+def inflight_from_request_log(log_path: Path, server: str, sent_before: float, ended_after: float) -> dict[str, int]:
+    """Requests HAProxy had sent to `server` before the kill (`sent_before`, s) and that ended after it
+    (`ended_after`): in flight at the kill, from HAProxy's own per-request timings (accept + TR + Tw + Tc = sent,
+    accept + Ta = ended; ms). Predictions and all requests; and how many requests to `server` failed (5xx)."""
+    out = {"predict": 0, "all": 0, "failed_on_server": 0}
+    for line in log_path.read_text(errors="replace").splitlines():
+        m = REQUEST_LOG.match(line)
+        if m is None or m.group(1) != server:
+            continue
+        accept, tr, tw, tc, ta, status = (int(m.group(i)) for i in range(2, 8))
+        if min(tr, tw, tc, ta) < 0:  # never connected to it (retried elsewhere) or aborted before
+            out["failed_on_server"] += status >= 500
+            continue
+        sent, ended = (accept + tr + tw + tc) / 1000, (accept + ta) / 1000
+        if sent <= sent_before and ended >= ended_after:
+            out["all"] += 1
+            out["predict"] += m.group(9).startswith("/v1/predict")
+        out["failed_on_server"] += status >= 500
+    return out
 
 
 def haproxy_current_sessions(sock: Path, server: str) -> int | None:
@@ -334,6 +362,7 @@ async def control(traffic: Traffic, replicas: list[Replica], model_b: Path, sock
     victim = replicas[-1]
     traffic.events["inflight_at_kill"] = haproxy_current_sessions(sock, victim.name)  # type: ignore[assignment]
     traffic.events["client_inflight_at_kill"] = traffic.inflight
+    traffic.events["kill_started"] = time.time()
     victim.proc.kill()  # type: ignore[union-attr]
     traffic.events["kill"] = time.time()
     victim.proc.wait()  # type: ignore[union-attr]
@@ -555,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     during_reload = [f for f in traffic.failed if ev["reload_start"] <= f["t1"] and f["t0"] <= ev["reload_end"]]
     during_kill = [f for f in traffic.failed if ev["kill"] - 1 <= f["t1"] and f["t0"] <= ev["restarted"] + 5]
     killed = replicas[-1].name
+    inflight = inflight_from_request_log(run / "haproxy.log", killed, ev["kill"], ev["kill_started"])
     answered_by_killed = {a["id"] for a in traffic.answers if a["replica"] == killed}
     lost_ids = answered_by_killed - cooldown.pop("decision_ids")
     per_version: dict[str, Any] = {}
@@ -589,8 +619,12 @@ def main(argv: list[str] | None = None) -> int:
         "rolling_reload_seconds": round(ev["reload_end"] - ev["reload_start"], 2),
         "rolling_reload": [{k: r[k] for k in ("replica_id", "previous_model_version", "model_version", "seconds")}
                            for r in ev["reloads"]],  # type: ignore[union-attr]
-        "failed_requests_during_kill": len(during_kill), "inflight_at_kill": ev["inflight_at_kill"],
-        "inflight_at_kill_source": "HAProxy stats socket `scur` of the killed server, read just before SIGKILL",
+        "failed_requests_during_kill": len(during_kill), "inflight_at_kill": inflight["predict"],
+        "inflight_at_kill_source": "HAProxy's request log: /v1/predict requests sent to the killed replica before the "
+                                   "SIGKILL that ended after it (accept + TR + Tw + Tc <= kill <= accept + Ta)",
+        "inflight_at_kill_all_requests": inflight["all"],
+        "requests_failed_on_killed_replica_haproxy": inflight["failed_on_server"],
+        "inflight_at_kill_scur": ev["inflight_at_kill"],
         "client_inflight_at_kill": ev["client_inflight_at_kill"],
         "killed_replica_back_after_s": round(ev["restarted"] - ev["kill"], 2),
         "decisions_lost_in_kill": len(lost_ids), "killed_replica_queue_bound": LOG_QUEUE,
