@@ -11,7 +11,8 @@ import random
 import tempfile
 from pathlib import Path
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -131,3 +132,24 @@ def redis_server():
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def catch_host_reads() -> Iterator[list[str]]:
+    """Names of the tensor -> host reads (`.item()`, `bool(t)`, ...) made inside the block: on CUDA each is a
+    host-device sync that stalls the kernel queue; on CPU the same calls are caught at the torch-function level."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    to_host = {torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__int__,
+               torch.Tensor.__float__, torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.nonzero}
+    calls: list[str] = []
+
+    class CatchHostReads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            if func in to_host:
+                calls.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    with CatchHostReads():
+        yield calls

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_records
+from conftest import catch_host_reads, make_records
 from irp.cli import app
 from irp.data.io import write_records
 
@@ -111,7 +111,6 @@ def test_soft_targets_are_the_teachers_average_at_temperature(teachers: list[Pat
 def test_distill_step_never_reads_a_tensor_back_to_the_host(tiny_backbone: str) -> None:
     """The soft targets and the NaN labels of transfer records are handled by tensor ops only (no sync on CUDA)."""
     import torch
-    from torch.overrides import TorchFunctionMode
 
     from irp.config import IRPConfig
     from irp.features import Featurizer
@@ -130,17 +129,7 @@ def test_distill_step_never_reads_a_tensor_back_to_the_host(tiny_backbone: str) 
     assert "soft_targets" in batches[0]
     cpu = torch.device("cpu")
     train_step(model, model, optimizer, batches[0], cpu, 1.0)  # creates the optimizer state
-    to_host = {torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__int__,
-               torch.Tensor.__float__, torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.nonzero}
-    calls: list[str] = []
-
-    class CatchHostReads(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            if func in to_host:
-                calls.append(getattr(func, "__name__", str(func)))
-            return func(*args, **(kwargs or {}))
-
-    with CatchHostReads():
+    with catch_host_reads() as calls:
         loss = train_step(model, model, optimizer, batches[1], cpu, 1.0)
     assert calls == [] and torch.isfinite(loss)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import catch_host_reads
 from irp.data.io import load_records
 from irp.train import epoch_batches
 
@@ -304,22 +305,11 @@ def test_train_step_never_reads_a_tensor_back_to_the_host(tiny_backbone: str) ->
     """On CUDA every `.item()`, `bool(tensor)`, ... in the inner loop is a host-device sync that stalls the
     queue of kernel launches. On CPU the same calls are caught at the torch-function level."""
     import torch
-    from torch.overrides import TorchFunctionMode
 
     from irp.train import train_step
 
-    to_host = {torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__int__,
-               torch.Tensor.__float__, torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.nonzero}
-    calls: list[str] = []
-
-    class CatchHostReads(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            if func in to_host:
-                calls.append(getattr(func, "__name__", str(func)))
-            return func(*args, **(kwargs or {}))
-
     model, optimizer, batch = _step_parts(tiny_backbone, "cpu")
-    with CatchHostReads():
+    with catch_host_reads() as calls:
         loss = train_step(model, model, optimizer, batch, torch.device("cpu"), 1.0)
     assert calls == [], f"host reads in the training step: {calls}"
     assert torch.isfinite(loss) and not loss.requires_grad
