@@ -1,0 +1,51 @@
+"""bench/distill_simmc.py: the issue's bar and the table text (pure logic; the models are exercised elsewhere)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "distill_simmc.py"
+_spec = importlib.util.spec_from_file_location("bench_distill_simmc", BENCH)
+assert _spec is not None and _spec.loader is not None
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["bench_distill_simmc"] = bench
+_spec.loader.exec_module(bench)
+
+
+def _row(name: str, backbone: str, ap: float, precision: float, recall: float, p50: float | None) -> dict:
+    return {"name": name, "backbone": backbone, "ap": ap, "ap_ci": [ap - 0.05, ap + 0.05], "precision": precision,
+            "recall": recall, "verdict": "consistent", "train_min": 17.0, "cpu_p50_ms": p50, "runtime": "onnx-int8",
+            "encoder_params_m": 22.7}
+
+
+def test_bar_needs_the_gain_the_operating_point_and_the_latency() -> None:
+    rows = {"base": _row("base", "minilm-l6", 0.76, 0.76, 0.57, 10.0),
+            "good_l6": _row("good_l6", "minilm-l6", 0.785, 0.81, 0.46, 10.0),
+            "close_l6": _row("close_l6", "minilm-l6", 0.775, 0.81, 0.46, 10.0),
+            "l3": _row("l3", "minilm-l3", 0.77, 0.78, 0.5, 5.5),
+            "slow_l3": _row("slow_l3", "minilm-l3", 0.77, 0.78, 0.5, 6.5)}
+    out = bench.bar(rows, "base", ["good_l6", "close_l6", "l3", "slow_l3"])
+    assert out["good_l6"]["ap_gain_ok"] and out["good_l6"]["precision_recall_ok"]
+    assert not out["close_l6"]["ap_gain_ok"]  # +0.015 < +0.02
+    assert out["l3"]["ap_ok"] and out["l3"]["p50_ok"] and out["l3"]["p50_ratio"] == 0.55
+    assert not out["slow_l3"]["p50_ok"]
+
+
+def test_a_student_without_a_measured_latency_fails_the_latency_bar() -> None:
+    rows = {"base": _row("base", "minilm-l6", 0.76, 0.76, 0.57, None), "l3": _row("l3", "minilm-l3", 0.8, 0.8, 0.5, 4.0)}
+    out = bench.bar(rows, "base", ["l3"])
+    assert out["l3"]["p50_ratio"] is None and out["l3"]["p50_ok"] is False
+
+
+def test_markdown_has_a_line_per_model_and_dashes_where_nothing_was_measured() -> None:
+    rows = [_row("base", "minilm-l6", 0.76, 0.76, 0.57, 10.0), _row("ens", "minilm-l6", 0.77, 0.77, 0.6, None)]
+    rows[1]["ap_vs_baseline"] = {"diff": 0.01, "lo": -0.005, "hi": 0.02}
+    text = bench.markdown(rows).splitlines()
+    assert len(text) == 4
+    assert "| base | minilm-l6 | 0.7600 [0.7100, 0.8100] | — |" in text[2]
+    assert "+0.0100 [-0.0050, +0.0200]" in text[3] and text[3].count("—") == 1
+    assert np.isclose(float(text[3].split("|")[3].split()[0]), 0.77)
