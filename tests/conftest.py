@@ -153,3 +153,16 @@ def catch_host_reads() -> Iterator[list[str]]:
 
     with CatchHostReads():
         yield calls
+
+
+def load_bench(name: str) -> Any:
+    """The module of bench/NAME.py (the benches are scripts, not a package), registered as `bench_NAME`."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[f"bench_{name}"] = module  # dataclasses in the module look themselves up there
+    spec.loader.exec_module(module)
+    return module

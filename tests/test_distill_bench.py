@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
+from conftest import load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "distill_simmc.py"
-_spec = importlib.util.spec_from_file_location("bench_distill_simmc", BENCH)
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["bench_distill_simmc"] = bench
-_spec.loader.exec_module(bench)
+bench = load_bench("distill_simmc")
 
 
 def _row(name: str, backbone: str, ap: float, precision: float, recall: float, p50: float | None) -> dict:

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_bench
 
-_PATH = Path(__file__).resolve().parents[1] / "bench" / "guarantee.py"
-_spec = importlib.util.spec_from_file_location("bench_guarantee", _PATH)
-assert _spec is not None and _spec.loader is not None
-g = importlib.util.module_from_spec(_spec)
-sys.modules["bench_guarantee"] = g
-_spec.loader.exec_module(g)
+g = load_bench("guarantee")
 
 
 def _codes(rng: np.random.Generator, sessions: int = 300) -> np.ndarray:

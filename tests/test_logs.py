@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_records
+from conftest import load_bench, make_records
 from irp.data.io import load_records
 from irp.logs import join_logs, joined_records, scan_log_dir
 
@@ -275,9 +275,7 @@ def test_duckdb_join_equals_the_python_join_on_100k_decisions(tmp_path: Path) ->
     from irp.data.io import iter_records
     from irp.logs.duck import join_logs_duckdb
 
-    spec = importlib.util.spec_from_file_location("logs_scale", Path(__file__).parents[1] / "bench" / "logs_scale.py")
-    bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    bench = load_bench("logs_scale")
     pool = bench.request_pool(tmp_path, n=5_000)
     bench.generate(tmp_path / "parquet", 100_000, pool, seed=7, chunk=40_000, jsonl=tmp_path / "jsonl")
     report = join_logs_duckdb(tmp_path / "parquet", tmp_path / "new.parquet", window_s=86_400)

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_bench
 
 from irp.offpolicy import policy_estimates, prediction_interval
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[f"bench_{name}"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-loop, loop_seeds = _load("loop"), _load("loop_seeds")
+loop, loop_seeds = load_bench("loop"), load_bench("loop_seeds")
 
 
 def _ope(rng: np.random.Generator, n: int = 4000) -> dict:
