@@ -201,8 +201,11 @@ def cost_footer(table: dict[str, Any]) -> str:
     tried = sorted({c.get("int8_tried") or "auto" for _, c in costs})
     scheme = ("int8 with the first scheme of per-channel, vector-wise, blockwise" if tried == ["auto"]
               else f"int8 {' / '.join(tried)}")
-    text = ("Cost columns: parameters of the encoder; training examples/s (mean over the seeds' runs of the row, "
-            "training loop without validation passes; concurrent runs share the device when --jobs > 1); CPU p50 of "
+    training = ("train s: wall seconds of one run (mean over the row's seeds, the sum of the members' for an "
+                "ensemble; a student's includes scoring its teachers)" if table.get("table") == "distill" else
+                "training examples/s (mean over the seeds' runs of the row, training loop without validation passes; "
+                "concurrent runs share the device when --jobs > 1)")
+    text = (f"Cost columns: parameters of the encoder; {training}; CPU p50 of "
             f"one record in, probability out, on 1 thread of {', '.join(cpus) or 'the CPU'}, through the ONNX "
             f"export of the seed-0 simulated-log model: the faster of fp32 and {scheme} whose parity check passes "
             "(max |Δp| ≤ 0.02 and |Δ AP| ≤ 0.005 against torch), as `irp serve --runtime auto` picks.")
