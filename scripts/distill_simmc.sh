@@ -10,7 +10,7 @@
 #    teachers only if it raises their ensemble's dev_select AP (scripts/ensemble_gain.py);
 # 3. students minilm-l6 and minilm-l3, `irp distill` from the teachers (T 2, alpha 0.5: the defaults); the
 #    minilm-l3 student for $L3_EPOCHS epochs (dev_select AP 0.826 after 5 against 0.823 after 3, still rising);
-# 4. bench/distill_simmc.py: the table on dev_report, the plot, and the issue's bar, into bench/results/.
+# 4. bench/distill_simmc.py: the table on dev_report, the plot, and the issue's bar, into $TABLE.{json,md,png}.
 # Measured wall on 2 cores: 13-20 min per minilm-l6 teacher, 27 min for one mpnet-base epoch, 13-14 min per
 # minilm-l6 student, 11 min for the 5-epoch minilm-l3 student. One heavy step at a time (a flock).
 set -euo pipefail
@@ -19,6 +19,8 @@ RUNS=${1:-runs/distill_simmc}
 SEEDS=${SEEDS:-"13 1 2"}
 MPNET_EPOCHS=${MPNET_EPOCHS:-1}
 L3_EPOCHS=${L3_EPOCHS:-5}
+TABLE=${TABLE:-bench/results/distill_simmc}  # the table: TABLE.json, .md, .png
+TABLE_FLAGS=${TABLE_FLAGS:-}  # more bench/distill_simmc.py flags, e.g. --no-cost
 SHARED=${IRP_SHARED_DATA:-../shared/data}
 PY=${PY:-.venv/bin/python}
 IRP="$PY -m irp.cli"
@@ -40,15 +42,15 @@ train() {  # NAME [irp train flags...]
       > "$RUNS/$name.log" 2>&1
   fi
 }
-teachers=() l6=()
-for seed in $SEEDS; do train "t$seed" --seed "$seed"; teachers+=(--teacher "$RUNS/t$seed"); l6+=("t$seed"); done
-baseline=${l6[0]}
+teachers=() names=()  # --teacher flags, and the teachers' folder names
+for seed in $SEEDS; do train "t$seed" --seed "$seed"; teachers+=(--teacher "$RUNS/t$seed"); names+=("t$seed"); done
+baseline=${names[0]}
 if [ "$MPNET_EPOCHS" -gt 0 ]; then
   train mpnet --backbone mpnet-base --epochs "$MPNET_EPOCHS" --seed 13
-  if $PY scripts/ensemble_gain.py --data "$RUNS/dev_select.jsonl" --candidate "$RUNS/mpnet" "${l6[@]/#/$RUNS/}"
-  then teachers+=(--teacher "$RUNS/mpnet") l6+=(mpnet); fi
+  if $PY scripts/ensemble_gain.py --data "$RUNS/dev_select.jsonl" --candidate "$RUNS/mpnet" "${names[@]/#/$RUNS/}"
+  then teachers+=(--teacher "$RUNS/mpnet") names+=(mpnet); fi
 fi
-step "teachers: ${l6[*]}"
+step "teachers: ${names[*]}"
 
 for student in l6 l3; do
   if [ ! -f "$RUNS/s_$student/metrics.json" ]; then
@@ -60,9 +62,8 @@ for student in l6 l3; do
 done
 
 step "table"
-extra=$([ -f "$RUNS/mpnet/metrics.json" ] && [[ " ${l6[*]} " != *" mpnet "* ]] && echo mpnet || true)
-teacher_list=$(IFS=,; echo "${l6[*]}")
+extra=$([ -f "$RUNS/mpnet/metrics.json" ] && [[ " ${names[*]} " != *" mpnet "* ]] && echo mpnet || true)
+teacher_list=$(IFS=,; echo "${names[*]}")
 heavy $PY bench/distill_simmc.py --runs "$RUNS" --baseline "$baseline" --teachers "$teacher_list" \
-  --students s_l6,s_l3 ${extra:+--extra $extra} --out bench/results/distill_simmc.json \
-  --plot bench/results/distill_simmc.png
+  --students s_l6,s_l3 ${extra:+--extra $extra} --out "$TABLE.json" --plot "$TABLE.png" $TABLE_FLAGS
 step done
