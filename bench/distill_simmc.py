@@ -120,6 +120,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _names(value: str) -> list[str]:
+    return [name for name in value.split(",") if name]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=Path, required=True, help="folder with dev_select.jsonl, dev_report.jsonl, models")
@@ -134,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args(argv)
 
-    split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
-    teachers, students, extra = split(args.teachers), split(args.students), split(args.extra)
+    teachers, students, extra = (_names(v) for v in (args.teachers, args.students, args.extra))
     names = list(dict.fromkeys([args.baseline, *teachers, *extra, *students]))
     missing = [n for n in names if not (args.runs / n / "config.json").is_file()]
     if missing:

@@ -195,7 +195,13 @@ def to_markdown(table: dict[str, Any], plot_dir: str | None = None, heading: str
 
 
 def cost_footer(table: dict[str, Any]) -> str:
-    """How the cost columns were measured, and which int8 schemes failed parity for which backbone."""
+    """How the cost columns were measured, and which int8 schemes failed parity for which backbone.
+
+    >>> cost_footer({"table": "distill", "rows": []}).split("; ")[1][:26]
+    'train s: wall seconds of o'
+    >>> cost_footer({"table": "backbones", "rows": []}).split("; ")[1][:20]
+    'training examples/s '
+    """
     costs = [(r["name"], r["cost"]) for r in table["rows"] if (r.get("cost") or {}).get("runtime")]
     cpus = sorted({c.get("cpu") or "?" for _, c in costs})
     tried = sorted({c.get("int8_tried") or "auto" for _, c in costs})
