@@ -28,6 +28,15 @@ def train_tiny(backbone: str, out: Path, **changes) -> Path:
     return out
 
 
+def warm_engine(artifact: Path):  # -> irp.serve.Engine
+    """The serving engine of `artifact` on the torch runtime, warmed up (the serving tests' module fixture)."""
+    from irp.serve import Engine, load_classifier
+
+    engine = Engine(load_classifier(artifact, "torch"), artifact)
+    engine.warm_up()
+    return engine
+
+
 def copy_artifact(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints", "onnx"))
     return dst

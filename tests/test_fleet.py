@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from conftest import make_records
 from irp.logs import join_logs, scan_log_dir
-from irp.serve import DecisionLog, Engine, RedisState, ServeSettings, create_app, load_classifier
-from test_export import train_tiny
+from irp.serve import DecisionLog, Engine, RedisState, ServeSettings, create_app
+from test_export import train_tiny, warm_engine
 from test_reload import retag
 from test_fuzz_serve import FUZZ, check_feedback, encode, feedback_body
 
@@ -27,9 +27,7 @@ EVENTS = ("offer_accepted", "offer_declined", "carousel_tap", "no_tap")
 @pytest.fixture(scope="module")
 def engine(tiny_backbone: str, tmp_path_factory) -> Engine:
     artifact = train_tiny(tiny_backbone, tmp_path_factory.mktemp("fleet") / "model")
-    engine = Engine(load_classifier(artifact, "torch"), artifact)
-    engine.warm_up()
-    return engine
+    return warm_engine(artifact)
 
 
 @pytest.fixture

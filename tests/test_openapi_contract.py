@@ -29,10 +29,9 @@ from irp.serve import (
     check_record,
     check_reload,
     create_app,
-    load_classifier,
 )
 from irp.serve.openapi import WHITESPACE, request_schemas
-from test_export import train_tiny
+from test_export import train_tiny, warm_engine
 from test_serve_process import Served
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +47,7 @@ def artifact(tiny_backbone: str, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(artifact: Path) -> Engine:
-    engine = Engine(load_classifier(artifact, "torch"), artifact)
-    engine.warm_up()
-    return engine
+    return warm_engine(artifact)
 
 
 def document(engine: Engine, **settings: Any) -> dict:

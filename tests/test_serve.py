@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import make_records
-from irp.serve import Engine, Limits, ServeSettings, check_record, create_app, is_loopback, load_classifier
-from test_export import train_tiny
+from irp.serve import Engine, Limits, ServeSettings, check_record, create_app, is_loopback
+from test_export import train_tiny, warm_engine
 
 RECORD = {"utterance": "show me a red dress", "intent": "search", "session_id": "s1",
           "products": [{"title": "Red Floral Dress", "brand": "acme", "color": ["red"], "category": "dress"}]}
@@ -29,9 +29,7 @@ def artifact(tiny_backbone: str, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(artifact: Path) -> Engine:
-    engine = Engine(load_classifier(artifact, "torch"), artifact)
-    engine.warm_up()
-    return engine
+    return warm_engine(artifact)
 
 
 def client_for(engine: Engine, **settings) -> TestClient:

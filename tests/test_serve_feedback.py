@@ -10,16 +10,14 @@ from fastapi.testclient import TestClient
 
 from conftest import make_records
 from irp.logs import scan_log_dir
-from irp.serve import DecisionLog, Engine, ServeSettings, create_app, load_classifier, wilson_interval
-from test_export import train_tiny
+from irp.serve import DecisionLog, Engine, ServeSettings, create_app, wilson_interval
+from test_export import train_tiny, warm_engine
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_backbone: str, tmp_path_factory) -> Engine:
     artifact = train_tiny(tiny_backbone, tmp_path_factory.mktemp("feedback") / "model")
-    engine = Engine(load_classifier(artifact, "torch"), artifact)
-    engine.warm_up()
-    return engine
+    return warm_engine(artifact)
 
 
 def served(engine: Engine, folder: Path | None, **settings) -> tuple[TestClient, DecisionLog | None]:
