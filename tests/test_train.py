@@ -378,3 +378,42 @@ def test_artifacts_from_before_calibration_still_load_and_can_be_refitted(traine
     new = rethreshold(model, small_log["valid"], confidence=0.9, calibration="temperature")
     assert new.written and new.meta["config"]["confidence"] == 0.9
     assert IRPClassifier.load(model).promise["calibration"] == "temperature"
+
+
+def test_weight_average_is_the_exponential_moving_average_of_the_steps() -> None:
+    import torch
+
+    from irp.ema import WeightAverage
+
+    net = torch.nn.Linear(3, 1)
+    avg = WeightAverage(net, decay=0.8)
+    expected = net.weight.detach().numpy().astype(np.float64).copy()
+    rng = np.random.default_rng(0)
+    for t in range(30):
+        with torch.no_grad():
+            net.weight.copy_(torch.from_numpy(rng.normal(size=(1, 3)).astype(np.float32)))
+        avg.update(net, t)
+        d = min(0.8, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * net.weight.detach().numpy()
+    with avg.applied(net):
+        np.testing.assert_allclose(net.weight.detach().numpy(), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="--ema"):
+        WeightAverage(net, decay=1.0)
+
+
+def test_ema_keeps_the_averaged_weights_not_the_last_ones(tiny_backbone: str, tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from test_export import train_tiny
+
+    out = train_tiny(tiny_backbone, tmp_path / "ema", ema_decay=0.9)  # one epoch, one validation: at the end
+    kept = load_file(str(out / "model.safetensors"))
+    last = tmp_path / "ema" / "checkpoints" / "last"
+    raw = load_file(str(last / "model.safetensors"))
+    shadow = {k.removeprefix("ema::"): v for k, v in load_file(str(last / "optimizer.safetensors")).items()
+              if k.startswith("ema::")}
+    assert shadow and set(shadow) <= set(kept)
+    for name, value in shadow.items():
+        np.testing.assert_array_equal(kept[name], value)
+    assert any(not np.array_equal(raw[n], shadow[n]) for n in shadow), "the average equals the last weights"
+    assert json.loads((out / "config.json").read_text())["config"]["ema_decay"] == 0.9

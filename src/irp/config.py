@@ -61,6 +61,7 @@ class IRPConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     grad_clip: float = 1.0
+    ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (irp.ema)
     patience: int = 2  # evaluations without AP improvement before early stopping
     eval_every: int = 0  # steps between validations; 0 = once per epoch
     checkpoint_every: int = 200  # steps between resumable checkpoints
@@ -93,6 +94,8 @@ class IRPConfig:
             raise ValueError(f"--alpha (distill_alpha: the label loss's share) must be in [0, 1], got {self.distill_alpha}")
         if not self.temperature > 0.0:
             raise ValueError(f"--temperature (of the soft targets) must be > 0, got {self.temperature}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema (the weight average's decay) must be in [0, 1) (0 = off), got {self.ema_decay}")
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
 

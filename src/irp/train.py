@@ -11,6 +11,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from irp import distributed as dist
 from irp.artifact import check_validation_labels, write_artifact
 from irp.config import IRPConfig
+from irp.ema import WeightAverage
 from irp.features import FeatureSet, Featurizer, cache_key, load_features, save_features
 from irp.fileio import atomic_dir, existing_dir, file_fingerprint
 from irp.metrics import average_precision
@@ -191,9 +193,14 @@ class TrainState:
     history: list[dict[str, float]] | None = None
 
 
-def save_checkpoint(directory: Path, model: IRPModel, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+def save_checkpoint(
+    directory: Path, model: IRPModel, optimizer: torch.optim.Optimizer, state: TrainState,
+    average: WeightAverage | None = None,
+) -> None:
     names = {id(p): n for n, p in model.named_parameters()}
     tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    if average is not None:
+        tensors |= average.tensors()
     for group in optimizer.param_groups:
         for p in group["params"]:
             for key, value in optimizer.state.get(p, {}).items():
@@ -205,10 +212,17 @@ def save_checkpoint(directory: Path, model: IRPModel, optimizer: torch.optim.Opt
         (tmp / "state.json").write_text(json.dumps(meta))
 
 
-def load_checkpoint(directory: Path, model: IRPModel, optimizer: torch.optim.Optimizer) -> TrainState:
+def load_checkpoint(
+    directory: Path, model: IRPModel, optimizer: torch.optim.Optimizer, average: WeightAverage | None = None
+) -> TrainState:
     model.load_state_dict(load_file(str(directory / "model.safetensors"), device="cpu"))
     tensors = load_file(str(directory / "optimizer.safetensors"), device="cpu")
     torch.set_rng_state(tensors.pop("rng.torch"))
+    shadow = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("ema::")]}
+    if average is not None:
+        if not shadow:
+            raise ValueError(f"{directory} holds no weight average to resume --ema from (it was trained without)")
+        average.load(shadow)
     params = dict(model.named_parameters())
     for key, value in tensors.items():
         name, slot = key.split("::")
@@ -312,6 +326,7 @@ def train(
     model.to(device)
 
     optimizer = make_optimizer(model, config)
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     # Each optimiser step consumes one batch per rank; an epoch's last incomplete group of batches is dropped.
     steps_per_epoch = len(epoch_batches(train_set.lengths, config.batch_size, config.seed, 0)) // ctx.world_size
     total_steps = steps_per_epoch * config.epochs
@@ -326,7 +341,7 @@ def train(
     state = TrainState(history=[])
     last = existing_dir(ckpt_dir / "last") if resume else None
     if last is not None:
-        state = load_checkpoint(last, model, optimizer)
+        state = load_checkpoint(last, model, optimizer, average)
         if not quiet and ctx.is_main:
             print(f"resumed from step {state.step} (epoch {state.epoch})")
     train_model = ctx.wrap(model)
@@ -350,6 +365,8 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(state.step, total_steps, warmup, config.lr)
                 loss_sum += train_step(step_fn, model, optimizer, batch, device, config.grad_clip)
+                if average is not None:
+                    average.update(model, state.step)
                 state.step += 1
                 state.batch_in_epoch = b + ctx.world_size
                 if state.step % 50 == 0 or state.step == total_steps:  # the only host sync: every 50 steps
@@ -359,9 +376,10 @@ def train(
                     loss_sum.zero_()
                     tick, tick_step = now, state.step
                 if state.step % eval_every == 0 or state.step == total_steps:
-                    stop = _evaluate_and_keep_best(model, featurizer, valid_set, device, state, config, ckpt_dir, ctx)
+                    with average.applied(model) if average is not None else nullcontext():
+                        stop = _evaluate_and_keep_best(model, featurizer, valid_set, device, state, config, ckpt_dir, ctx)
                 if ctx.is_main and state.step % config.checkpoint_every == 0:
-                    save_checkpoint(ckpt_dir / "last", model, optimizer, state)
+                    save_checkpoint(ckpt_dir / "last", model, optimizer, state, average)
             else:
                 state.epoch += 1
                 state.batch_in_epoch = 0
@@ -369,7 +387,7 @@ def train(
         torch.cuda.synchronize()
     loop_s = time.perf_counter() - loop_started
     if ctx.is_main:
-        save_checkpoint(ckpt_dir / "last", model, optimizer, state)
+        save_checkpoint(ckpt_dir / "last", model, optimizer, state, average)
     ctx.barrier()
 
     # The best checkpoint (by validation AP) is the model; the threshold is chosen on validation.
@@ -415,7 +433,8 @@ def _evaluate_and_keep_best(
     ckpt_dir: Path,
     ctx: dist.DistContext,
 ) -> bool:
-    """Validate on rank 0, save the best model, and tell every rank whether to stop early."""
+    """Validate on rank 0, save the best model, and tell every rank whether to stop early. With --ema the model
+    holds the averaged weights here (the caller swaps them in), so those are what is validated and kept."""
     stop = False
     if ctx.is_main:
         started = time.perf_counter()

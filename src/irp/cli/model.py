@@ -113,6 +113,10 @@ def train(
     mmr_lambda: float = typer.Option(0.7, "--mmr-lambda", help="MMR relevance weight (1 = relevance only)."),
     eval_every: int = typer.Option(0, "--eval-every", help="Validate every N steps (0 = once per epoch)."),
     patience: int = typer.Option(2, "--patience", help="Validations without AP gain before early stopping."),
+    ema: float = typer.Option(
+        0.0, "--ema", help="Decay in [0, 1) of an exponential moving average of the weights, which is then validated "
+        "and kept instead of the raw weights (e.g. 0.999; 0 = off)."
+    ),
     checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Steps between resumable checkpoints."),
     label_field: str = typer.Option("label", "--label-field", help="Record field to learn (label or true_intent)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last after a crash."),
@@ -170,7 +174,8 @@ def run_training_command(flags: dict[str, Any], teachers: list[Path] | None = No
             target_precision=f["target_precision"], confidence=f["confidence"], calibration=f["calibration"],
             device=f["device"], seed=f["seed"], context_turns=f["context_turns"], mmr_m=f["mmr_m"],
             mmr_lambda=f["mmr_lambda"], eval_every=f["eval_every"], patience=f["patience"],
-            checkpoint_every=f["checkpoint_every"], compile=f["compile_model"], distill_alpha=distill_alpha,
+            checkpoint_every=f["checkpoint_every"], compile=f["compile_model"], ema_decay=f["ema"],
+            distill_alpha=distill_alpha,
             temperature=temperature,
         )
     except ValueError as e:
