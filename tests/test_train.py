@@ -240,7 +240,8 @@ def test_bad_flags_exit_2(tiny_backbone: str, small_log: dict[str, Path], tmp_pa
 
     for flags, expected in ((("--confidence", "1.5"), "confidence must be in [0, 1)"),
                             (("--calibration", "platt"), "calibration must be one of"),
-                            (("--target-precision", "1"), "precision 1 never is")):
+                            (("--target-precision", "1"), "precision 1 never is"),
+                            (("--ema", "1.5"), "--ema (the weight average's decay) must be in [0, 1)")):
         result = CliRunner().invoke(app, train_args(tiny_backbone, small_log, tmp_path / "m", *flags),
                                     env={"COLUMNS": "200"})  # in process: the flags fail before any training
         assert result.exit_code == 2 and expected in " ".join(result.stderr.split()), result.output
