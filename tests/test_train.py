@@ -393,10 +393,10 @@ def test_weight_average_is_the_exponential_moving_average_of_the_steps() -> None
     for t in range(30):
         with torch.no_grad():
             net.weight.copy_(torch.from_numpy(rng.normal(size=(1, 3)).astype(np.float32)))
-        avg.update(net, t)
+        avg.update(t)
         d = min(0.8, (1 + t) / (10 + t))
         expected = d * expected + (1 - d) * net.weight.detach().numpy()
-    with avg.applied(net):
+    with avg.applied():
         np.testing.assert_allclose(net.weight.detach().numpy(), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="--ema"):
         WeightAverage(net, decay=1.0)

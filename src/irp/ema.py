@@ -11,9 +11,9 @@ initialised head are forgotten within the first few hundred steps instead of wei
 >>> avg = WeightAverage(net, decay=0.5)
 >>> with torch.no_grad():
 ...     _ = net.weight.add_(1.0)
->>> avg.update(net, step=100)  # decay min(0.5, 101/110) = 0.5: halfway to the new weights
+>>> avg.update(step=100)  # decay min(0.5, 101/110) = 0.5: halfway to the new weights
 >>> before = net.weight.detach().clone()
->>> with avg.applied(net):
+>>> with avg.applied():
 ...     torch.allclose(net.weight, before - 0.5)
 True
 >>> torch.equal(net.weight, before)  # the training weights are back
@@ -29,19 +29,17 @@ import torch
 
 
 class WeightAverage:
-    """Shadow copies of every trainable parameter, float32 on the parameter's device."""
+    """Shadow copies of every trainable parameter of `model`, float32 on the parameter's device. The parameters are
+    held by reference (training and load_state_dict update them in place), so each step costs no lookup."""
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"--ema decay must be in (0, 1) (0 turns the average off), got {decay}")
         self.decay = decay
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
-        params = dict(model.named_parameters())
-        self.shadow = [params[n].detach().float().clone() for n in self.names]
-
-    def _params(self, model: torch.nn.Module) -> list[torch.Tensor]:
-        params = dict(model.named_parameters())
-        return [params[n] for n in self.names]
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.shadow = [p.detach().float().clone() for p in self.params]
 
     def decay_at(self, step: int) -> float:
         """The decay of update `step`: it ramps up, (1 + t) / (10 + t), to `decay`.
@@ -53,15 +51,15 @@ class WeightAverage:
         return min(self.decay, (1 + step) / (10 + step))
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
+    def update(self, step: int) -> None:
         """shadow <- decay_t * shadow + (1 - decay_t) * weights; one fused op, no host sync."""
-        weights = [p.detach().float() for p in self._params(model)]
+        weights = [p.detach().float() for p in self.params]
         torch._foreach_lerp_(self.shadow, weights, 1.0 - self.decay_at(step))
 
     @contextmanager
-    def applied(self, model: torch.nn.Module) -> Iterator[None]:
+    def applied(self) -> Iterator[None]:
         """The model holds the averaged weights inside the block (to validate or save them), its own after."""
-        params = self._params(model)
+        params = self.params
         backup = [p.detach().clone() for p in params]
         with torch.no_grad():
             for p, s in zip(params, self.shadow):

@@ -366,7 +366,7 @@ def train(
                     group["lr"] = lr_at(state.step, total_steps, warmup, config.lr)
                 loss_sum += train_step(step_fn, model, optimizer, batch, device, config.grad_clip)
                 if average is not None:
-                    average.update(model, state.step)
+                    average.update(state.step)
                 state.step += 1
                 state.batch_in_epoch = b + ctx.world_size
                 if state.step % 50 == 0 or state.step == total_steps:  # the only host sync: every 50 steps
@@ -376,7 +376,7 @@ def train(
                     loss_sum.zero_()
                     tick, tick_step = now, state.step
                 if state.step % eval_every == 0 or state.step == total_steps:
-                    with average.applied(model) if average is not None else nullcontext():
+                    with average.applied() if average is not None else nullcontext():
                         stop = _evaluate_and_keep_best(model, featurizer, valid_set, device, state, config, ckpt_dir, ctx)
                 if ctx.is_main and state.step % config.checkpoint_every == 0:
                     save_checkpoint(ckpt_dir / "last", model, optimizer, state, average)
