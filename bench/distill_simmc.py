@@ -11,6 +11,10 @@ with the three-way precision verdict, train wall time, CPU p50 of one query thro
 
     python bench/distill_simmc.py --runs RUNS --baseline t13 --teachers t13,t1,t2 --students s_l6,s_l3 \
         --out bench/results/distill_simmc.json --plot bench/results/distill_simmc.png
+
+`--ensemble a+b` adds an ensemble row of other members; `--group recipe=a+b+c` a line of the seed means of one recipe
+(AP and Δ AP averaged over its runs: one seed's luck is about ±0.01 AP here); `--cost-for` times only the named rows
+(one per architecture is enough; the others show "—").
 """
 
 from __future__ import annotations
@@ -84,6 +88,35 @@ def bar(rows: dict[str, dict[str, Any]], baseline: str, students: list[str]) -> 
     return out
 
 
+def ensemble_row(members: list[str], y_sel: np.ndarray, y_rep: np.ndarray, sel: dict[str, np.ndarray],
+                 rep: dict[str, np.ndarray], rows: dict[str, dict[str, Any]], base: np.ndarray,
+                 n_boot: int) -> dict[str, Any]:
+    """The members' mean calibrated probability, thresholded on dev_select by the certified rule of `irp train`."""
+    name = "ensemble(" + "+".join(members) + ")"
+    s_sel, s_rep = np.mean([sel[m] for m in members], axis=0), np.mean([rep[m] for m in members], axis=0)
+    threshold = choose_threshold(y_sel, s_sel, TARGET, CONFIDENCE).threshold
+    return row(name, y_rep, s_rep, float(threshold), base, n_boot) | {
+        "backbone": "+".join(sorted({rows[m]["backbone"] for m in members})),
+        "train_min": round(sum(rows[m]["train_min"] or 0 for m in members), 1)}
+
+
+def seed_means(groups: dict[str, list[str]], rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per recipe: its runs, mean AP and mean Δ AP against the baseline (the runs' point estimates), min-max AP.
+
+    >>> rows = {"a": {"ap": 0.78, "ap_vs_baseline": {"diff": 0.02}}, "b": {"ap": 0.76, "ap_vs_baseline": {"diff": 0.0}}}
+    >>> seed_means({"r": ["a", "b"]}, rows)
+    [{'recipe': 'r', 'runs': ['a', 'b'], 'mean_ap': 0.77, 'min_ap': 0.76, 'max_ap': 0.78, 'mean_gain': 0.01}]
+    """
+    out = []
+    for recipe, runs in groups.items():
+        aps = [rows[r]["ap"] for r in runs]
+        gains = [rows[r].get("ap_vs_baseline", {"diff": 0.0})["diff"] for r in runs]
+        out.append({"recipe": recipe, "runs": runs, "mean_ap": round(float(np.mean(aps)), 4),
+                    "min_ap": round(min(aps), 4), "max_ap": round(max(aps), 4),
+                    "mean_gain": round(float(np.mean(gains)), 4)})
+    return out
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """AP (95 % interval) against CPU p50, one point per model with a measured latency."""
     from matplotlib.figure import Figure
@@ -120,8 +153,23 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _names(value: str) -> list[str]:
-    return [name for name in value.split(",") if name]
+def seed_markdown(means: list[dict[str, Any]]) -> str:
+    """The seed means as a second small table ('' without groups)."""
+    if not means:
+        return ""
+    lines = ["", "| recipe | runs | mean AP (min-max) | mean Δ AP vs baseline |", "| --- | --- | --- | --- |"]
+    lines += [f"| {m['recipe']} | {', '.join(m['runs'])} | {m['mean_ap']:.4f} ({m['min_ap']:.4f}-{m['max_ap']:.4f}) | "
+              f"{m['mean_gain']:+.4f} |" for m in means]
+    return "\n".join(lines) + "\n"
+
+
+def _names(value: str, sep: str = ",") -> list[str]:
+    return [name for name in value.split(sep) if name]
+
+
+def _group(value: str) -> tuple[str, list[str]]:
+    recipe, _, runs = value.partition("=")
+    return recipe, _names(runs, "+")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teachers", required=True, help="comma-separated teacher folder names (their ensemble is a row)")
     ap.add_argument("--students", default="", help="comma-separated student folder names")
     ap.add_argument("--extra", default="", help="comma-separated further models to list (e.g. an earlier student)")
+    ap.add_argument("--ensemble", action="append", default=[], metavar="A+B",
+                    help="a further ensemble row of these models (repeatable)")
+    ap.add_argument("--group", action="append", default=[], metavar="RECIPE=A+B+C",
+                    help="seed means of one recipe's runs (repeatable)")
+    ap.add_argument("--cost-for", default="", help="comma-separated rows to time (default: every model)")
     ap.add_argument("--queries", type=int, default=200, help="single queries timed per model")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--no-cost", action="store_true", help="skip the ONNX export and the latency")
@@ -139,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     teachers, students, extra = (_names(v) for v in (args.teachers, args.students, args.extra))
-    names = list(dict.fromkeys([args.baseline, *teachers, *extra, *students]))
+    ensembles = [teachers] if len(teachers) > 1 else []  # one model made of several: no single latency
+    ensembles += [_names(e, "+") for e in args.ensemble]
+    groups = dict(_group(g) for g in args.group)
+    timed = set(_names(args.cost_for))
+    members = [m for e in ensembles for m in e] + [r for runs in groups.values() for r in runs]
+    names = list(dict.fromkeys([args.baseline, *teachers, *extra, *students, *members]))
     missing = [n for n in names if not (args.runs / n / "config.json").is_file()]
     if missing:
         print(f"error: not trained yet (no config.json): {', '.join(missing)}", file=sys.stderr)
@@ -160,29 +218,25 @@ def main(argv: list[str] | None = None) -> int:
                 args.n_boot)
         r |= {"backbone": config["config"]["backbone"], "train_min": training_minutes(args.runs / n),
               "teachers": [Path(t["path"]).name for t in config.get("distillation", {}).get("teachers", [])] or None}
-        if not args.no_cost:
+        if not args.no_cost and (not timed or n in timed):
             r |= cost(args.runs / n, args.runs / "dev_report.jsonl", args.queries)
         rows[n] = r
         print(f"{n}: AP {r['ap']:.4f}", flush=True)
-    if len(teachers) > 1:  # one model made of several: no single latency, train time the sum
-        name = "ensemble(" + "+".join(teachers) + ")"
-        s_sel, s_rep = np.mean([sel[t] for t in teachers], axis=0), np.mean([rep[t] for t in teachers], axis=0)
-        threshold = choose_threshold(y_sel, s_sel, TARGET, CONFIDENCE).threshold
-        rows[name] = row(name, y_rep, s_rep, float(threshold), base, args.n_boot) | {
-            "backbone": "+".join(sorted({rows[t]["backbone"] for t in teachers})),
-            "train_min": round(sum(rows[t]["train_min"] or 0 for t in teachers), 1)}
+    for e in ensembles:  # train time: the members' sum
+        r = ensemble_row(e, y_sel, y_rep, sel, rep, rows, base, args.n_boot)
+        rows[r["name"]] = r
     order = [args.baseline, *[t for t in teachers if t != args.baseline], *[k for k in rows if k.startswith("ensemble(")],
-             *extra, *students]
+             *extra, *students, *members]
     ordered = [rows[k] for k in dict.fromkeys(order)]
     result = {"data": {"select": str(args.runs / "dev_select.jsonl"), "report": str(args.runs / "dev_report.jsonl"),
                        "n_report": int(y_rep.size), "positives_report": int(y_rep.sum())},
               "target_precision": TARGET, "confidence": CONFIDENCE, "rows": ordered,
-              "bar": bar(rows, args.baseline, students), "command": " ".join(["python", *sys.argv])}
+              "seed_means": seed_means(groups, rows), "bar": bar(rows, args.baseline, students), "command": " ".join(["python", *sys.argv])}
     write_json_atomic(args.out, result)
-    atomic_write_text(args.out.with_suffix(".md"), markdown(ordered))
+    atomic_write_text(args.out.with_suffix(".md"), markdown(ordered) + seed_markdown(result["seed_means"]))
     if args.plot:
         plot(ordered, args.plot)
-    print(markdown(ordered))
+    print(markdown(ordered) + seed_markdown(result["seed_means"]))
     print(json.dumps(result["bar"], indent=1))
     return 0
 

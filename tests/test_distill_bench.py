@@ -41,3 +41,26 @@ def test_markdown_has_a_line_per_model_and_dashes_where_nothing_was_measured() -
     assert "| base | minilm-l6 | 0.7600 [0.7100, 0.8100] | — |" in text[2]
     assert "+0.0100 [-0.0050, +0.0200]" in text[3] and text[3].count("—") == 1
     assert np.isclose(float(text[3].split("|")[3].split()[0]), 0.77)
+
+
+def test_ensemble_row_averages_its_members_and_sums_their_train_time() -> None:
+    rng = np.random.default_rng(0)
+    y_sel, y_rep = (rng.random(400) < 0.3).astype(float), (rng.random(300) < 0.3).astype(float)
+    sel = {m: np.clip(y_sel * 0.6 + rng.random(400) * 0.5, 0, 1) for m in ("a", "b")}
+    rep = {m: np.clip(y_rep * 0.6 + rng.random(300) * 0.5, 0, 1) for m in ("a", "b")}
+    rows = {"a": _row("a", "minilm-l6", 0.7, 0.8, 0.5, 5.0), "b": _row("b", "mpnet-base", 0.7, 0.8, 0.5, 20.0)}
+    r = bench.ensemble_row(["a", "b"], y_sel, y_rep, sel, rep, rows, rep["a"], n_boot=50)
+    mean = (rep["a"] + rep["b"]) / 2
+    alone = bench.row("x", y_rep, mean, r["threshold"], None, n_boot=50)
+    assert r["name"] == "ensemble(a+b)" and r["backbone"] == "minilm-l6+mpnet-base" and r["train_min"] == 34.0
+    assert r["ap"] == alone["ap"] and "ap_vs_baseline" in r
+
+
+def test_seed_means_table_has_a_line_per_recipe_and_nothing_without_groups() -> None:
+    rows = {"a": {"ap": 0.78, "ap_vs_baseline": {"diff": 0.02}}, "b": {"ap": 0.76, "ap_vs_baseline": {"diff": 0.0}},
+            "c": {"ap": 0.75, "ap_vs_baseline": {"diff": -0.01}}}
+    means = bench.seed_means({"r1": ["a", "b"], "r2": ["c"]}, rows)
+    assert [m["mean_gain"] for m in means] == [0.01, -0.01]
+    text = bench.seed_markdown(means).splitlines()
+    assert text[-2] == "| r1 | a, b | 0.7700 (0.7600-0.7800) | +0.0100 |" and len(text) == 5
+    assert bench.seed_markdown([]) == ""
