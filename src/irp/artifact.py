@@ -299,6 +299,27 @@ with α = {distillation['alpha']:g}, T = {distillation['temperature']:g}; transf
 """
 
 
+def _soup_block(soup: dict[str, Any] | None) -> str:
+    """The card's section on a weight soup's ingredients (empty for a single run)."""
+    if not soup:
+        return ""
+    rows = "\n".join(
+        f"| `{i['path']}` | {i['version']} | {i.get('seed')} | {_num(i.get('soup_valid_ap'))} | "
+        f"{'yes' if i['path'] in soup['kept'] else 'no'} |"
+        for i in soup["ingredients"]
+    )
+    return f"""
+## Weight soup
+The weights are the average of {len(soup['kept'])} runs' weights (recipe `{soup['recipe']}`; validation AP of the
+soup {_num(soup['valid_ap'])}); settings above are those of its best ingredient, the step count and wall time the sum
+over every ingredient.
+
+| ingredient | version | seed | validation AP alone | in the soup |
+| --- | --- | --- | --- | --- |
+{rows}
+"""
+
+
 def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
     cfg, thr, train = meta["config"], meta["threshold"], meta["training"]
     warning = "" if thr["reached"] else f"\n> **Warning:** {thr['message']}\n"
@@ -323,7 +344,7 @@ fused in one transformer encoder; loss α·BCE + β·soft precision).
 - trained {train['steps']} steps on {train['device']} (world size {train['world_size']}) in {train['wall_s']} s;
   best validation AP at step {train['best_step']}; truncated fields: {train['truncations'] or 'none'}
 
-{_distillation_block(meta.get("distillation"))}
+{_distillation_block(meta.get("distillation"))}{_soup_block(meta.get("soup"))}
 ## Operating point and what it promises
 {_promise_block(meta)}
 {warning}

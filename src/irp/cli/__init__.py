@@ -10,6 +10,7 @@ from __future__ import annotations
 from irp.cli import data  # noqa: F401  isort: skip
 from irp.cli import model  # noqa: F401  isort: skip
 from irp.cli import distill  # noqa: F401  isort: skip
+from irp.cli import soup  # noqa: F401  isort: skip
 from irp.cli import serve  # noqa: F401  isort: skip
 from irp.cli import logs  # noqa: F401  isort: skip
 from irp.cli import audit  # noqa: F401  isort: skip
