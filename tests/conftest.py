@@ -122,6 +122,20 @@ def small_log(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
+@pytest.fixture(scope="session")
+def tiny_seeds(tiny_backbone: str, small_log: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two seeds (1, 2) of the tiny model trained on the small log's files, so they record data fingerprints: one
+    recipe, two runs (distillation's teachers, a soup's ingredients). Read-only: copy before editing."""
+    from irp.config import IRPConfig
+    from irp.train import train
+
+    root = tmp_path_factory.mktemp("tiny_seeds")
+    for seed in (1, 2):
+        config = IRPConfig(backbone=tiny_backbone, epochs=1, batch_size=16, lr=3e-3, device="cpu", seed=seed)
+        train(config, small_log["train"], small_log["valid"], root / f"seed{seed}", quiet=True)
+    return [root / "seed1", root / "seed2"]
+
+
 @pytest.fixture
 def redis_server():
     """A real redis-server on a free loopback port (tests/redis_server.py), stopped after the test."""

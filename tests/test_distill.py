@@ -17,17 +17,9 @@ from irp.cli import app
 from irp.data.io import write_records
 
 
-@pytest.fixture(scope="module")
-def teachers(tiny_backbone: str, small_log: dict[str, Path], tmp_path_factory) -> list[Path]:
-    """Two seeds of the tiny model trained on the small log's files (so they record data fingerprints)."""
-    from irp.config import IRPConfig
-    from irp.train import train
-
-    root = tmp_path_factory.mktemp("teachers")
-    for seed in (1, 2):
-        config = IRPConfig(backbone=tiny_backbone, epochs=1, batch_size=16, lr=3e-3, device="cpu", seed=seed)
-        train(config, small_log["train"], small_log["valid"], root / f"seed{seed}", quiet=True)
-    return [root / "seed1", root / "seed2"]
+@pytest.fixture
+def teachers(tiny_seeds: list[Path]) -> list[Path]:
+    return tiny_seeds
 
 
 @pytest.fixture(scope="module")

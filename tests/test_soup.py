@@ -17,17 +17,9 @@ from irp.cli import app
 from irp.soup import SoupError, average_weights, make_soup
 
 
-@pytest.fixture(scope="module")
-def runs(tiny_backbone: str, small_log: dict[str, Path], tmp_path_factory) -> list[Path]:
-    """Two seeds of the tiny model on the small log (same recipe, different seeds: the soup's ingredients)."""
-    from irp.config import IRPConfig
-    from irp.train import train
-
-    root = tmp_path_factory.mktemp("runs")
-    for seed in (1, 2):
-        config = IRPConfig(backbone=tiny_backbone, epochs=2, batch_size=16, lr=3e-3, device="cpu", seed=seed)
-        train(config, small_log["train"], small_log["valid"], root / f"seed{seed}", quiet=True)
-    return [root / "seed1", root / "seed2"]
+@pytest.fixture
+def runs(tiny_seeds: list[Path]) -> list[Path]:
+    return tiny_seeds  # two seeds of one recipe: the soup's ingredients
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
