@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"data": {"select": str(args.runs / "dev_select.jsonl"), "report": str(args.runs / "dev_report.jsonl"),
                        "n_report": int(y_rep.size), "positives_report": int(y_rep.sum())},
               "target_precision": TARGET, "confidence": CONFIDENCE, "rows": ordered,
-              "seed_means": seed_means(groups, rows), "bar": bar(rows, args.baseline, students), "command": " ".join(["python", *sys.argv])}
+              "seed_means": seed_means(groups, rows), "bar": bar(rows, args.baseline, students),
+              "command": " ".join(["python", *sys.argv])}
     write_json_atomic(args.out, result)
     atomic_write_text(args.out.with_suffix(".md"), markdown(ordered) + seed_markdown(result["seed_means"]))
     if args.plot:
