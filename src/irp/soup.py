@@ -175,8 +175,9 @@ def make_soup(
     ingredient_ap = {name: a for name, (_, a) in zip(names, alone)}
     kept_names = [names[k] for k in kept]
     extra: dict[str, Any] = {"soup": _soup_section(folders, metas, recipe, ingredient_ap, steps, kept_names, ap)}
-    teacher_sets = {tuple(t["weights_sha256"] for t in (m.get("distillation") or {}).get("teachers", [])) for m in metas}
-    if len(teacher_sets) == 1 and lead.get("distillation"):  # one distillation recipe: its card section holds
+    teacher_sets = {tuple(t["weights_sha256"] for t in (m.get("distillation") or {}).get("teachers", []))
+                    for m in metas}
+    if len(teacher_sets) == 1 and lead.get("distillation"):  # students of one teacher set: its card section holds
         extra["distillation"] = lead["distillation"]
     data = {"train": (lead.get("data") or {}).get("train"), "valid": valid_info}
     metrics, threshold = write_artifact(
