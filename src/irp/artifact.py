@@ -310,9 +310,9 @@ def _soup_block(soup: dict[str, Any] | None) -> str:
     )
     return f"""
 ## Weight soup
-The weights are the average of {len(soup['kept'])} runs' weights (recipe `{soup['recipe']}`; validation AP of the
-soup {_num(soup['valid_ap'])}); settings above are those of its best ingredient, the step count and wall time the sum
-over every ingredient.
+The weights are the average of the weights of {len(soup['kept'])} of these {len(soup['ingredients'])} runs (recipe
+`{soup['recipe']}`; validation AP of the soup {_num(soup['valid_ap'])}); the settings above are those of its best
+run, the step count and wall time the sum over every run.
 
 | ingredient | version | seed | validation AP alone | in the soup |
 | --- | --- | --- | --- | --- |
