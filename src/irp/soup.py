@@ -3,11 +3,11 @@ al. 2022, "Model soups"). Runs fine-tuned from the same pretrained encoder with 
 the loss, so the average of their weights is a working model, usually as good as their mean or better, at one
 model's serving cost: the luck of a seed (about ±0.01 AP between student seeds on SIMMC) averages out.
 
-Recipes: `greedy` (the one Wortsman et al. recommend) orders the ingredients by their own validation AP and adds each only if the
-soup's validation AP does not drop; `uniform` averages them all. Then calibration and the certified threshold are
-fitted on the same validation file, as at the end of `irp train`. Ingredients must share the architecture and the
-input pipeline (backbone, fields, summarizer, context, MMR, token budgets); seed, schedule, learning rate, loss and
-teachers may differ.
+Recipes: `greedy` (the one Wortsman et al. recommend) orders the ingredients by their own validation AP and adds
+each only if the soup's validation AP does not drop; `uniform` averages them all. Then calibration and the certified
+threshold are fitted on the same validation file, as at the end of `irp train`. Ingredients must share the
+architecture and the input pipeline (backbone, fields, summarizer, context, MMR, token budgets); seed, schedule,
+learning rate, loss and teachers may differ.
 """
 
 from __future__ import annotations
