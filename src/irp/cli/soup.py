@@ -27,10 +27,8 @@ def soup(
     from rich.markup import escape
 
     from irp.data.io import DataFileError, InvalidRecordError
-    from irp.soup import RECIPES, make_soup
+    from irp.soup import make_soup  # checks every argument (SoupError: exit 2) before writing anything
 
-    if recipe not in RECIPES:
-        fail(f"--recipe must be one of {', '.join(RECIPES)}, got {escape(recipe)!r}")
     configure_torch_threads()
     try:
         result = make_soup(model, valid, out, recipe, device=device, label_field=label_field,  # type: ignore[arg-type]
