@@ -74,7 +74,7 @@ def check_ingredients(folders: list[Path], out_dir: Path) -> list[dict[str, Any]
         if not (Path(folder) / "model.safetensors").is_file():
             raise SoupError(f"--model {folder}: not an irp model directory (no model.safetensors)")
         metas.append(meta)
-    first = metas[0]
+    first, first_encoder = metas[0], _encoder_config(folders[0])
     for folder, meta in zip(folders[1:], metas[1:]):
         for key in PIPELINE_KEYS:
             if meta["config"].get(key) != first["config"].get(key):
@@ -82,7 +82,7 @@ def check_ingredients(folders: list[Path], out_dir: Path) -> list[dict[str, Any]
                     f"--model {folder} has {key} {meta['config'].get(key)!r} but --model {folders[0]} has "
                     f"{first['config'].get(key)!r}: ingredients must share the architecture and the inputs"
                 )
-        if meta["pad_id"] != first["pad_id"] or _encoder_config(folder) != _encoder_config(folders[0]):
+        if meta["pad_id"] != first["pad_id"] or _encoder_config(folder) != first_encoder:
             raise SoupError(f"--model {folder}: its encoder differs from --model {folders[0]}'s")
     return metas
 
