@@ -12,7 +12,8 @@
 #    mpnet-base alone (T 2, alpha 0.5: the defaults; from the minilm-l6 seeds when MPNET_EPOCHS=0) with
 #    $STUDENT_FLAGS (the weight average). mpnet-base alone because its students had the best mean dev_select AP over
 #    seeds: 0.8578 (seeds 13, 1, 2) against 0.8532 for the students of all four teachers and 0.8507 for those of the
-#    three minilm-l6 seeds (docs/distill.md, third round);
+#    three minilm-l6 seeds (docs/distill.md, third round). Tried and not kept (fourth round): a second
+#    mpnet-base seed (its ensemble with the first: 0.8471 < 0.8493 alone), alpha 0.2 (students 0.8565 < 0.8572);
 # 4. `irp soup` (greedy, on dev_select) of each backbone's student seeds: s_l6 and s_l3, the students the bar is on
 #    (the greedy soup of five minilm-l6 seeds: dev_select AP 0.8619; of the first three: 0.8611);
 # 5. bench/distill_simmc.py: the table on dev_report, the seed means, the plot and the bar, into $TABLE.*.
