@@ -161,6 +161,34 @@ def test_failed_parity_recheck_rewrites_nothing(exported, valid_file: Path, tmp_
     assert {name: (model_dir / name).read_bytes() for name in names} == before
 
 
+def test_int8_failing_the_recheck_is_recorded_not_fatal(exported, valid_file: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8 is an optional speed-up: when it no longer passes parity on the new file, the operating point is still
+    written, export.json marks int8 failed (so `--runtime auto` skips it) and the result says so."""
+    from irp import export
+    from irp.rethreshold import rethreshold
+    from irp.serve.runtime_choice import pick_fastest
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported[0], model_dir)
+    old_threshold = json.loads((model_dir / "config.json").read_text())["threshold"]["value"]
+    monkeypatch.setattr(export, "INT8_TOLERANCE", 0.0)
+    dry = rethreshold(model_dir, valid_file, target_precision=0.6, confidence=0.5, dry_run=True)
+    assert not dry.written and len(dry.notes) == 1 and "int8 no longer passes" in dry.notes[0]
+    assert json.loads((model_dir / "config.json").read_text())["threshold"]["value"] == old_threshold
+    result = rethreshold(model_dir, valid_file, target_precision=0.6, confidence=0.5)
+    assert result.written and result.notes == dry.notes
+    info = json.loads((model_dir / "onnx" / "export.json").read_text())
+    assert info["parity"]["fp32"]["passed"] and not info["parity"]["int8"]["passed"] and not info["passed"]
+    assert json.loads((model_dir / "config.json").read_text())["threshold"]["value"] == result.point.choice.threshold
+    timings = {"onnx-int8": 1.0, "onnx-fp32": 2.0, "torch": 3.0}  # int8 would win on speed
+    choice = pick_fastest(model_dir, measure=lambda name, predict: [timings[name]]).meta_["runtime_choice"]
+    assert choice["chosen"] == "onnx-fp32" and "parity failed" in choice["candidates"]["onnx-int8"]["excluded"]
+    # a second refit on the same file: int8 "still fails", and the fp32 reference still decides
+    again = rethreshold(model_dir, valid_file, target_precision=0.6, confidence=0.5, dry_run=True)
+    assert "int8 still fails" in again.notes[0]
+
+
 def test_single_records_and_edge_shapes_match_torch(exported) -> None:
     model_dir, _ = exported
     records = [

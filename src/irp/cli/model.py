@@ -390,6 +390,8 @@ def threshold_command(
 
         for p in result.export_info["parity"].values():
             console.print("onnx parity (re-checked): " + escape(format_parity(Parity(**p))))
+    for note in result.notes:
+        console.print(f"[yellow]{escape(note)}[/]")
     if result.written:
         console.print(f"config.json, metrics.json, MODEL_CARD.md rewritten in {escape(str(model))}"
                       + (" (and onnx/export.json)" if result.export_info is not None else ""))
