@@ -181,7 +181,7 @@ def rethreshold(
             raise ExportError(f"ONNX parity fails with the new calibration, nothing rewritten: {problems}")
         was = "still fails" if old_parity.get(name, {}).get("passed") is False else "no longer passes"
         notes.append(f"onnx {name} {was} parity on {Path(valid).name} ({problems}): recorded as failed, so "
-                     f"`irp serve --runtime auto` will not pick it (`irp export --int8` re-quantizes)")
+                     f"`irp serve --runtime auto` will not pick it (`irp export-onnx --int8` re-quantizes)")
     if not dry_run:
         write_meta_files(model_dir, new_meta, metrics)
         if export_info is not None:
