@@ -127,7 +127,8 @@ def onnx_parity(engine: Engine, model_dir: Path, reference: np.ndarray | None = 
     entry = recorded.get("fp32" if fp32 else "int8") or {}
     if entry and entry.get("passed") is False:
         return {"runtime": engine.runtime, "passed": False, "tolerance": tolerance,
-                "reason": f"the recorded parity check failed (exported with --force, or marked by irp threshold): {entry}"[:500]}
+                "reason": f"the recorded parity check failed (exported with --force, or marked by irp threshold): "
+                          f"{entry}"[:500]}
     try:
         records = [validate_record(r) for r in PROBES]
         if reference is None:
