@@ -201,10 +201,11 @@ class Distillation:
                 cache_state[f"{name}/{i}"] = state
             targets.append(soft_targets(np.stack(logits), self.temperature))
         joined = FeatureSet(train_set.ids, train_set.offsets, train_set.slots, train_set.labels, targets[0])
-        if self.transfer is not None:
+        if self.transfer is not None:  # transfer records learn from the teachers alone: a label they carry is not read
             transfer_set = sources[1][2]
+            unlabelled = np.full_like(transfer_set.labels, np.nan)
             joined = concat_features(joined, FeatureSet(transfer_set.ids, transfer_set.offsets, transfer_set.slots,
-                                                        transfer_set.labels, targets[1]))
+                                                        unlabelled, targets[1]))
         labelled = ~np.isnan(joined.labels)
         self.summary = {
             "teachers": [t.describe() for t in self.teachers],

@@ -22,7 +22,7 @@ def distill(
         ..., "--teacher", help="A teacher artifact (any irp model reading the same input fields); repeat for an ensemble."
     ),
     transfer: Path | None = typer.Option(
-        None, "--transfer", help="Extra records the teachers label (no `label` needed); they join the training set."
+        None, "--transfer", help="Extra records the teachers label (a `label` they carry is not read); they join the training set."
     ),
     temperature: float = typer.Option(2.0, "--temperature", help="Soft-target temperature T > 0 (loss scaled by T²)."),
     alpha: float = typer.Option(
