@@ -24,6 +24,7 @@ from pathlib import Path  # noqa: E402
 from irp.data.io import load_records  # noqa: E402
 from irp.fileio import write_json_atomic  # noqa: E402
 from irp.predict import IRPClassifier  # noqa: E402
+from irp.serve.runtime_choice import time_single_requests  # noqa: E402
 
 
 def parse_model(spec: str) -> tuple[Path, str]:
@@ -55,12 +56,9 @@ def main(argv: list[str] | None = None) -> dict:
     timings: list[list[float]] = [[] for _ in models]
     start = args.block
     for _ in range(args.blocks):
-        for model, times in zip(models, timings):
-            for j in range(args.block):
-                record = records[(start + j) % len(records)]
-                began = time.perf_counter()
-                model.predict_proba([record])
-                times.append((time.perf_counter() - began) * 1000.0)
+        block = [records[(start + j) % len(records)] for j in range(args.block)]
+        for model, times in zip(models, timings):  # the same records for every model, one untimed call first
+            times += time_single_requests(model.predict_proba, block, rounds=args.block)
         start += args.block
     p50 = {name: round(statistics.median(times), 3) for name, times in zip(names, timings)}
     result = {
