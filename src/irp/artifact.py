@@ -275,14 +275,21 @@ def _promise_block(meta: dict[str, Any]) -> str:
 {detail}"""
 
 
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A markdown table: the header, its rule and one line per row."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
+
+
 def _distillation_block(distillation: dict[str, Any] | None) -> str:
     """The card's section on a distilled model's teachers (empty for a model trained on labels only)."""
     if not distillation:
         return ""
-    rows = "\n".join(
-        f"| `{t['path']}` | {t['version']} | `{t['backbone']}` | {t.get('seed')} | "
-        f"{_num(t.get('valid_ap'))} | {str((t.get('data', {}).get('train') or {}).get('sha256', '?'))[:12]}… |"
-        for t in distillation["teachers"]
+    table = _md_table(
+        ["teacher", "version", "backbone", "seed", "validation AP", "trained on (sha256)"],
+        [[f"`{t['path']}`", t["version"], f"`{t['backbone']}`", t.get("seed"), _num(t.get("valid_ap")),
+          f"{str((t.get('data', {}).get('train') or {}).get('sha256', '?'))[:12]}…"]
+         for t in distillation["teachers"]],
     )
     transfer = distillation.get("transfer")
     transfer_line = (f"`{transfer.get('path')}` ({transfer.get('records')} records, sha256 "
@@ -293,9 +300,7 @@ def _distillation_block(distillation: dict[str, Any] | None) -> str:
 Trained on α · (the label loss) + (1 − α) · T² · BCE against the teachers' averaged probabilities at temperature T,
 with α = {distillation['alpha']:g}, T = {distillation['temperature']:g}; transfer records: {transfer_line}.
 
-| teacher | version | backbone | seed | validation AP | trained on (sha256) |
-| --- | --- | --- | --- | --- | --- |
-{rows}
+{table}
 """
 
 
@@ -303,10 +308,11 @@ def _soup_block(soup: dict[str, Any] | None) -> str:
     """The card's section on a weight soup's ingredients (empty for a single run)."""
     if not soup:
         return ""
-    rows = "\n".join(
-        f"| `{i['path']}` | {i['version']} | {i.get('seed')} | {_num(i.get('soup_valid_ap'))} | "
-        f"{'yes' if i['path'] in soup['kept'] else 'no'} |"
-        for i in soup["ingredients"]
+    table = _md_table(
+        ["ingredient", "version", "seed", "validation AP alone", "in the soup"],
+        [[f"`{i['path']}`", i["version"], i.get("seed"), _num(i.get("soup_valid_ap")),
+          "yes" if i["path"] in soup["kept"] else "no"]
+         for i in soup["ingredients"]],
     )
     return f"""
 ## Weight soup
@@ -314,9 +320,7 @@ The weights are the average of the weights of {len(soup['kept'])} of these {len(
 `{soup['recipe']}`; validation AP of the soup {_num(soup['valid_ap'])}); the settings above are those of its best
 run, the step count and wall time the sum over every run.
 
-| ingredient | version | seed | validation AP alone | in the soup |
-| --- | --- | --- | --- | --- |
-{rows}
+{table}
 """
 
 
