@@ -42,6 +42,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 LOCK=${LOCK:-/tmp/irp-heavy.lock}  # shared with any other heavy job on this machine
 heavy() { flock "$LOCK" nice -n 5 "$@"; }
 step() { echo "$(date -u +%H:%M:%S) $*"; }
+case "$TRANSFER" in furniture|none) ;; *) echo "TRANSFER must be furniture or none, got '$TRANSFER'" >&2; exit 2;; esac
 mkdir -p "$RUNS"
 
 [ -f "$RUNS/train.jsonl" ] || $IRP import simmc "$SHARED/simmc1_fashion/image_intent_train.jsonl" --out "$RUNS/train.jsonl"
@@ -50,10 +51,8 @@ if [ "$TRANSFER" = furniture ]; then
   [ -f "$RUNS/furniture.jsonl" ] || $IRP import simmc "$SHARED/simmc1_furniture/furniture_annotated_dev.jsonl" \
     --out "$RUNS/furniture.jsonl"
   transfer_flags=(--transfer "$RUNS/furniture.jsonl")
-elif [ "$TRANSFER" = none ]; then
-  transfer_flags=()
 else
-  echo "TRANSFER must be furniture or none, got '$TRANSFER'" >&2; exit 2
+  transfer_flags=()
 fi
 [ -f "$RUNS/dev_report.jsonl" ] || $IRP split "$RUNS/dev.jsonl" --fraction 0.5 --seed 0 \
   --out-first "$RUNS/dev_select.jsonl" --out-second "$RUNS/dev_report.jsonl"
