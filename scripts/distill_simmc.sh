@@ -20,9 +20,10 @@
 # 4. `irp soup` (greedy, on dev_select) of each backbone's student seeds: s_l6 and s_l3, the students the bar is on;
 # 5. bench/distill_simmc.py: the table on dev_report, the seed means, the plot and the issue's bar, into $TABLE.*;
 # 6. `irp threshold` on all of dev for copies of the baseline and the students (NAME_dev): the models to ship.
-# Measured wall on 2 cores: 13-20 min per minilm-l6 teacher, 57 min for mpnet-base's 2 epochs, 13-14 min per
-# minilm-l6 student (plus 8 min the first time mpnet-base scores train), 12-13 min per 5-epoch minilm-l3 student,
-# 1-5 min per soup. One heavy step at a time (a flock).
+# Measured wall on 2 cores: 13-20 min per minilm-l6 teacher, 57 min for mpnet-base's 2 epochs, 15-17 min per
+# minilm-l6 student with the transfer records (13-14 without; plus 8 min the first time mpnet-base scores train),
+# 13-14 min per 5-epoch minilm-l3 student (11-13 without), 1-5 min per soup, 12 min for the table. One heavy step at
+# a time (a flock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs/distill_simmc}
