@@ -52,7 +52,9 @@ import torch
 
 from irp.calibration import amplification, calibrate_logits, calibration_of, sigmoid
 from irp.fileio import replace_dir, write_json_atomic
-from irp.onnx_runtime import EXPORT_INFO, FILES, ONNX_DIR, OnnxModel, as_numpy, exported, weights_sha256
+from irp.onnx_runtime import (
+    EXPORT_INFO, FILES, ONNX_DIR, OnnxModel, as_numpy, exported, read_export_info, weights_sha256,
+)
 
 FP32_TOLERANCE = 1e-4  # max |Δprobability|, fp32 ONNX vs torch
 INT8_TOLERANCE = 0.02  # max |Δprobability|, int8 ONNX vs torch
@@ -366,11 +368,9 @@ def recheck_parity(
     from irp.artifact import load_model
 
     model_dir = Path(model_dir)
-    files = exported(model_dir)
-    info_path = model_dir / ONNX_DIR / EXPORT_INFO
-    if not files or not info_path.is_file():
+    files, info = exported(model_dir), read_export_info(model_dir)
+    if not files or not info:
         return None
-    info = json.loads(info_path.read_text())
     model, featurizer, _ = load_model(model_dir, device="cpu")
     records, source, features, singles, reference = _parity_reference(model, featurizer, meta, data, max_records)
     parity = {

@@ -48,6 +48,12 @@ def exported(model_dir: str | Path) -> dict[str, Path]:
     return {name: folder / file for name, file in FILES.items() if (folder / file).is_file()}
 
 
+def read_export_info(model_dir: str | Path) -> dict[str, Any]:
+    """DIR/onnx/export.json, the export's report (weights hash, parity verdicts); {} when DIR was never exported."""
+    path = Path(model_dir) / ONNX_DIR / EXPORT_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def resolve_runtime(model_dir: str | Path, runtime: str) -> str:
     """Map a requested runtime to a concrete one: torch, onnx-fp32 or onnx-int8.
 
@@ -160,8 +166,7 @@ def load_onnx(
     runtime = resolve_runtime(model_dir, runtime)
     if runtime == "torch":
         raise RuntimeUnavailable(f"{model_dir} has no ONNX export (runtime resolved to torch)")
-    info_path = model_dir / ONNX_DIR / EXPORT_INFO
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = read_export_info(model_dir)
     if info.get("weights_sha256") != weights_sha256(model_dir):
         raise RuntimeUnavailable(
             f"{model_dir / ONNX_DIR} was exported from other weights than {model_dir / 'model.safetensors'}; "

@@ -14,7 +14,6 @@ anything is written, so a failure leaves the artifact as it was.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -126,7 +125,7 @@ def rethreshold(
     the new calibration; nothing written)."""
     from irp.artifact import load_model
     from irp.export import ExportError, Parity, recheck_parity, write_export_info
-    from irp.onnx_runtime import EXPORT_INFO, ONNX_DIR
+    from irp.onnx_runtime import read_export_info
     from irp.train import prepare_features, resolve_device, score_logits
 
     model_dir = Path(model_dir)
@@ -169,8 +168,7 @@ def rethreshold(
         "previous": {"threshold": meta["threshold"], "calibration": meta.get("calibration") or {"method": "none"}},
     }
     # Re-measure ONNX parity with the new calibration and threshold before writing anything.
-    info_path = model_dir / ONNX_DIR / EXPORT_INFO
-    old_parity = json.loads(info_path.read_text()).get("parity", {}) if info_path.is_file() else {}
+    old_parity = read_export_info(model_dir).get("parity", {})
     export_info = recheck_parity(model_dir, new_meta, data=valid)
     notes: list[str] = []
     for name, entry in (export_info or {}).get("parity", {}).items():
