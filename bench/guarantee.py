@@ -3,12 +3,17 @@
 A team asks for precision 0.8. `irp.threshold.choose_threshold` picks the operating point on a validation
 sample either with the old point rule (`confidence=0`: the most recall whose *validation* precision reaches
 the target) or with the certified rule (`confidence=C`: fixed-sequence Clopper-Pearson testing, precision >=
-target on new records with probability >= C). This bench measures how often each promise holds.
+target on new records with probability >= C). This bench measures how often each promise holds. A third rule,
+"grouped", is the certified rule with the validation records' sessions as groups (`choose_threshold(...,
+groups=...)`): its bound counts effective records (Kish's design effect over sessions), which matters where the
+turns of one session go together; `median_design_effect_grouped` says how much they did.
 
 Protocol, per pool (one trained model scores a large pool ONCE; the trials only re-split the scores):
 
 - simulated: a model trained on a separate simulated log (its own seed) scores >= 60,000 simulated records;
-- SIMMC 1.0 fashion (when ../shared/data is present): a model trained on fashion train scores fashion dev.
+- SIMMC 1.0 fashion (when ../shared/data is present): a model trained on fashion train scores fashion dev;
+- `--simmc-compare DIR` (repeatable): an existing artifact scores fashion dev, one pool per model ("simmc:NAME"),
+  all drawn with the same seed, so the models' operating points are compared over the same validation halves.
 
 Each trial draws a validation sample and a disjoint test sample *by session* (records of one session never
 straddle them, as `irp split` does): for the simulated pool, sessions in random order until 2,000 validation
@@ -26,14 +31,19 @@ Definitions (in guarantee.json):
 - `violation_rate_<rule>`: share of trials that claimed the target (rule did not fall back) and missed it on
   test. This is the quantity the guarantee bounds by 1 - C (the certified rule never claims when it falls back).
 - `coverage_<rule>_when_reached`: coverage among the trials that did not fall back.
-- `median_recall_<rule>`: median test recall over all trials; `fallback_rate_<rule>`: share of trials whose
-  rule fell back to the F0.5 threshold. The certified rule falls back exactly when its first candidate (the
-  threshold predicting 5 % of the validation records positive, `irp.threshold.default_min_predicted`) fails its
-  bound; `pool_precision_top_5pct` (the pool's precision there) says how close to the target that start is.
+- `median_recall_<rule>`: median test recall over all trials (`..._when_reached`: over the trials that did not
+  fall back, with `median_precision_<rule>_when_reached`: what a model delivers where its rule makes a promise);
+  `fallback_rate_<rule>`: share of trials whose rule fell back to the F0.5 threshold. The certified rule falls
+  back exactly when its first candidate (the threshold predicting 5 % of the validation records positive,
+  `irp.threshold.default_min_predicted`) fails its bound; `pool_precision_top_5pct` (the pool's precision there) says how close to the target that start is.
 - `coverage_<rule>_pool`, `violation_rate_<rule>_pool`: the same with the precision over the whole pool at the
   chosen threshold, the population the validation sample was drawn from (the quantity the guarantee is about,
   free of the test sample's own noise; for SIMMC the test half is the pool minus the validation half, so a lucky
   validation half makes an unlucky test half and the test-half check is about twice as noisy).
+- `share_meeting_<rule>` (with `--recall-bar R`): share of all trials whose test precision reaches the target
+  and test recall reaches R (a bar such as "precision >= 0.8 at recall >= 0.45"; fallbacks count like any other).
+- `median_design_effect_<rule>` (grouped rule): predicted positives / effective predicted positives at the chosen
+  threshold, the median over trials (1 = the sessions' turns behave like independent records).
 - `oracle_recall_at_target`: the most recall of any threshold whose precision over the whole pool reaches the
   target (what a rule that knew the population could get).
 
@@ -61,6 +71,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +80,10 @@ import numpy.typing as npt
 
 from irp.threshold import PrecisionTargetWarning, choose_threshold
 
-RULES = {"point": 0.0, "guaranteed": None}  # confidence per rule; None = the --confidence argument
+# Per rule: (confidence, grouped); confidence None = the --confidence argument. "grouped" certifies as "guaranteed"
+# but counts the validation records of one session as correlated (irp.threshold.clustered_counts).
+RULES: dict[str, tuple[float | None, bool]] = {"point": (0.0, False), "guaranteed": (None, False),
+                                               "grouped": (None, True)}
 CLEAN_TAPS = ("--screen-rate", "1.0", "--miss-rate", "0.05", "--accidental-tap-rate", "0.01")
 ROOT = Path(__file__).resolve().parents[1]
 SIMMC_DIR = ROOT.parent / "shared" / "data" / "simmc1_fashion"
@@ -157,6 +171,7 @@ class Trials:
     threshold: npt.NDArray[np.float64]
     valid_precision: npt.NDArray[np.float64]
     pool_precision: npt.NDArray[np.float64]  # over the whole pool (validation included): the draws' population
+    design_effect: npt.NDArray[np.float64]  # at the chosen threshold, grouped rule only (NaN otherwise)
 
 
 def run_trials(
@@ -173,16 +188,16 @@ def run_trials(
 ) -> dict[str, Trials]:
     """Draw `trials` session-disjoint splits; on each, both rules choose on valid and are measured on test."""
     rng = np.random.default_rng(seed)
-    confs = {name: (confidence if c is None else c) for name, c in RULES.items()}
+    confs = {name: (confidence if c is None else c, grouped) for name, (c, grouped) in RULES.items()}
     s_sorted = np.sort(scores)  # ascending, for the pool's precision at any threshold
     pos_above = np.cumsum(y[np.argsort(scores, kind="stable")][::-1])[::-1]  # (n,) positives with score >= s_sorted[i]
     out: dict[str, dict[str, list[Any]]] = {name: {f: [] for f in Trials.__dataclass_fields__} for name in RULES}
     for _ in range(trials):
         v, t = draw_split(codes, rng, n_valid=n_valid, session_fraction=session_fraction)
-        for name, conf in confs.items():
+        for name, (conf, grouped) in confs.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PrecisionTargetWarning)
-                choice = choose_threshold(y[v], scores[v], target, conf)
+                choice = choose_threshold(y[v], scores[v], target, conf, groups=codes[v] if grouped else None)
             p, r, k = measure_at(y[t], scores[t], choice.threshold)
             rec = out[name]
             rec["precision"].append(p)
@@ -191,19 +206,23 @@ def run_trials(
             rec["fallback"].append(choice.rule == "max_f05_fallback")
             rec["threshold"].append(choice.threshold)
             rec["valid_precision"].append(choice.precision)
+            rec["design_effect"].append(choice.design_effect)
             i = int(np.searchsorted(s_sorted, choice.threshold, side="left"))  # first pool score >= threshold
             rec["pool_precision"].append(pos_above[i] / (y.size - i) if i < y.size else float("nan"))
     return {name: Trials(**{f: np.asarray(vals) for f, vals in rec.items()}) for name, rec in out.items()}
 
 
-def summarize(results: dict[str, Trials], target: float) -> dict[str, Any]:
+def summarize(results: dict[str, Trials], target: float, recall_bar: float | None = None) -> dict[str, Any]:
     """The JSON keys of one pool from the per-trial outcomes (module docstring: definitions).
 
     >>> t = Trials(np.array([0.9, 0.7, np.nan]), np.array([0.5, 0.6, 0.0]), np.array([10, 10, 0]),
-    ...            np.array([False, False, True]), np.zeros(3), np.zeros(3), np.array([0.9, 0.7, 0.9]))
+    ...            np.array([False, False, True]), np.zeros(3), np.zeros(3), np.array([0.9, 0.7, 0.9]),
+    ...            np.full(3, np.nan))
     >>> s = summarize({"point": t}, 0.8)
     >>> s["coverage_point"], s["violation_rate_point"], s["fallback_rate_point"], s["empty_test_point"]
     (0.3333, 0.3333, 0.3333, 1)
+    >>> summarize({"point": t}, 0.8, recall_bar=0.5)["share_meeting_point"]  # only the first: 0.9 at 0.5
+    0.3333
     """
     out: dict[str, Any] = {}
     for name, t in results.items():
@@ -217,6 +236,10 @@ def summarize(results: dict[str, Trials], target: float) -> dict[str, Any]:
         out[f"violation_rate_{name}_pool"] = round(float((reached & ~pool_ok).mean()), 4)
         out[f"median_recall_{name}"] = round(float(np.median(t.recall)), 4)
         out[f"mean_recall_{name}"] = round(float(np.mean(t.recall)), 4)
+        out[f"median_recall_{name}_when_reached"] = round(float(np.median(t.recall[reached])), 4) if reached.any() else None
+        out[f"median_precision_{name}_when_reached"] = (
+            round(float(np.nanmedian(t.precision[reached])), 4) if reached.any() else None
+        )
         out[f"fallback_rate_{name}"] = round(float(t.fallback.mean()), 4)
         out[f"empty_test_{name}"] = int((t.predicted == 0).sum())
         prec = t.precision[~np.isnan(t.precision)]
@@ -228,6 +251,11 @@ def summarize(results: dict[str, Trials], target: float) -> dict[str, Any]:
             f"q{int(q * 100):02d}": round(float(np.quantile(t.recall, q)), 4) for q in (0.1, 0.5, 0.9)
         }
         out[f"median_predicted_share_{name}"] = None  # filled by the caller (needs the test size)
+        if recall_bar is not None:  # precision >= target AND recall >= bar on the test sample, over all trials
+            meets = (np.nan_to_num(t.precision, nan=-1.0) >= target) & (t.recall >= recall_bar)
+            out[f"share_meeting_{name}"] = round(float(meets.mean()), 4)
+        if not np.isnan(t.design_effect).all():
+            out[f"median_design_effect_{name}"] = round(float(np.nanmedian(t.design_effect)), 4)
     return out
 
 
@@ -321,13 +349,19 @@ def build_sim_pool(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return scored
 
 
-def build_simmc_pool(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Train on SIMMC fashion train (90 % of its dialogs; 10 % for validation), score fashion dev once."""
+def _simmc_dev(work: Path) -> Path:
+    """SIMMC 1.0 fashion dev as irp records (imported once into WORK)."""
     work.mkdir(parents=True, exist_ok=True)
-    model = Path(args.simmc_model) if args.simmc_model else work / "simmc_model"
     dev = work / "f_dev.jsonl"
     if not dev.exists():
         _irp("import", "simmc", str(SIMMC_DIR / "image_intent_dev.jsonl"), "--out", str(dev))
+    return dev
+
+
+def build_simmc_pool(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Train on SIMMC fashion train (90 % of its dialogs; 10 % for validation), score fashion dev once."""
+    model = Path(args.simmc_model) if args.simmc_model else work / "simmc_model"
+    dev = _simmc_dev(work)
     if not (model / "config.json").exists():
         train = work / "f_train.jsonl"
         _irp("import", "simmc", str(SIMMC_DIR / "image_intent_train.jsonl"), "--out", str(train))
@@ -338,6 +372,15 @@ def build_simmc_pool(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     _export(model, args.runtime)
     scored = _score(model, dev, args.runtime)
     scored["source"] = np.array(f"SIMMC 1.0 fashion dev ({dev}), model {model} trained on fashion train")
+    return scored
+
+
+def build_compare_pool(model: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Score fashion dev once with an existing artifact (`--simmc-compare`): one pool per model, same records."""
+    dev = _simmc_dev(work)
+    _export(model, args.runtime)
+    scored = _score(model, dev, args.runtime)
+    scored["source"] = np.array(f"SIMMC 1.0 fashion dev ({dev}), model {model}")
     return scored
 
 
@@ -387,7 +430,7 @@ def pool_report(pool: dict[str, Any], args: argparse.Namespace, kind: str, label
         "valid_positives_first_trial": int(y[v].sum()),
         "target_precision": target,
         "confidence": args.confidence,
-        **summarize(res, target),
+        **summarize(res, target, args.recall_bar),
         "recall_given_up": None,
         "trial_seconds": round(time.perf_counter() - t0, 1),
     }
@@ -411,16 +454,20 @@ def plot(reports: dict[str, dict[str, Any]], results: dict[str, dict[str, Trials
     names = list(reports)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(10, 2.6 * len(names)), 4.6))
     x = np.arange(len(names))
-    ticks = [f"{n.replace('_', chr(10))}\nP >= {reports[n]['target_precision']:g}" for n in names]
-    w = 0.36
-    colors = {"point": "#d95f02", "guaranteed": "#1b9e77"}
-    labels = {"point": "point rule (C = 0)", "guaranteed": f"certified (C = {confidence:g})"}
-    for k, rule in enumerate(("point", "guaranteed")):
+    # "simulated_clean_taps" -> one word per line; "simmc:soup_tr_l6" -> pool, then the model's name
+    ticks = [f"{n.replace(':', chr(10)) if ':' in n else n.replace('_', chr(10))}\n"
+             f"P >= {reports[n]['target_precision']:g}" for n in names]
+    w = 0.8 / len(RULES)
+    colors = {"point": "#d95f02", "guaranteed": "#1b9e77", "grouped": "#7570b3"}
+    labels = {"point": "point rule (C = 0)", "guaranteed": f"certified (C = {confidence:g})",
+              "grouped": f"certified by session (C = {confidence:g})"}
+    for k, rule in enumerate(RULES):
+        offset = (k - (len(RULES) - 1) / 2) * w
         cov = [reports[n][f"coverage_{rule}"] for n in names]
-        bars = ax1.bar(x + (k - 0.5) * w, cov, w, color=colors[rule], label=labels[rule])
-        ax1.bar_label(bars, fmt="%.2f", fontsize=8)
+        bars = ax1.bar(x + offset, cov, w, color=colors[rule], label=labels[rule])
+        ax1.bar_label(bars, fmt="%.2f", fontsize=7)
         data = [results[n][rule].recall for n in names]
-        ax2.boxplot(data, positions=x + (k - 0.5) * w, widths=w * 0.9, patch_artist=True,
+        ax2.boxplot(data, positions=x + offset, widths=w * 0.9, patch_artist=True,
                     boxprops={"facecolor": colors[rule], "alpha": 0.7}, medianprops={"color": "black"},
                     showfliers=False)
     ax1.axhline(confidence, ls="--", color="grey", lw=1)
@@ -447,7 +494,7 @@ def print_table(reports: dict[str, dict[str, Any]]) -> None:
                   "test precision q10/q50",
                   title="precision promise on unseen records (confidence of the certified rule: see guarantee.json)")
     for name, r in reports.items():
-        for rule in ("point", "guaranteed"):
+        for rule in RULES:
             q = r[f"test_precision_quantiles_{rule}"] or {}
             table.add_row(name, f"{r['target_precision']:g}", rule, f"{r[f'coverage_{rule}']:.3f}",
                           f"{r[f'violation_rate_{rule}']:.3f}",
@@ -474,10 +521,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--simmc-max-steps", type=int, default=300, help="CPU budget: 300 steps of 32 (half an epoch)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--runtime", default="onnx", help="torch or onnx (int8 export, much faster on CPU)")
-    ap.add_argument("--pools", default="simulated,simmc")
+    ap.add_argument("--pools", default="simulated,simmc", help="comma-separated; 'none' runs only --simmc-compare")
+    ap.add_argument("--simmc-compare", action="append", default=[], metavar="DIR",
+                    help="also a SIMMC fashion dev pool scored by this artifact (repeatable; pools 'simmc:NAME'), to "
+                         "compare models' operating points over the same draws")
     ap.add_argument("--extra-targets", type=float, nargs="*", default=[0.7],
                     help="also run the simulated pool (tap labels) at these targets")
     ap.add_argument("--rescore", action="store_true", help="ignore cached OUT/pool_*.npz")
+    ap.add_argument("--recall-bar", type=float, default=None,
+                    help="also report share_meeting_<rule>: trials with test precision >= target and recall >= this")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -501,9 +553,18 @@ def main(argv: list[str] | None = None) -> int:
             reports["simmc_fashion"], results["simmc_fashion"] = pool_report(pool, args, "simmc")
         else:
             print(f"SIMMC pool skipped: {SIMMC_DIR} is absent", file=sys.stderr)
+    for model in map(Path, args.simmc_compare):
+        cached = (Path(args.work) / f"pool_simmc_{model.name}.npz").exists()
+        if not (SIMMC_DIR.exists() or cached):
+            print(f"SIMMC pool of {model} skipped: {SIMMC_DIR} is absent", file=sys.stderr)
+            continue
+        pool = load_or_build(f"simmc_{model.name}", Path(args.work), partial(build_compare_pool, model), args)
+        name = f"simmc:{model.name}"
+        reports[name], results[name] = pool_report(pool, args, "simmc")
     doc = {
-        "what": "coverage of the precision promise: point rule (confidence 0) vs certified rule, on session-disjoint "
-                "validation/test draws from one scored pool (bench/guarantee.py docstring)",
+        "what": "coverage of the precision promise: point rule (confidence 0) vs certified rule vs certified rule "
+                "counting sessions (grouped), on session-disjoint validation/test draws from one scored pool "
+                "(bench/guarantee.py docstring)",
         "scores": "raw model probabilities; calibration is monotone and selects the same records at every threshold",
         "empty_test_prediction": "counts as not covered",
         "command": "python bench/guarantee.py " + " ".join(argv if argv is not None else sys.argv[1:]),

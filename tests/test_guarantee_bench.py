@@ -51,6 +51,9 @@ def test_certified_rule_covers_and_point_rule_does_not_on_a_synthetic_pool():
     assert summary["median_recall_guaranteed"] < summary["median_recall_point"]
     assert summary["violation_rate_guaranteed"] <= 0.2 and summary["violation_rate_guaranteed_pool"] <= 0.2
     assert summary["fallback_rate_point"] == 0.0
+    # one record per session: the grouped rule is the certified rule (design effect exactly 1)
+    assert np.array_equal(res["grouped"].threshold, res["guaranteed"].threshold)
+    assert summary["median_design_effect_grouped"] == 1.0
 
 
 def test_doctests():
@@ -61,6 +64,6 @@ def test_doctests():
 
 def test_empty_test_prediction_counts_as_not_covered():
     t = g.Trials(np.array([np.nan, 0.9]), np.array([0.0, 0.5]), np.array([0, 5]), np.array([False, False]),
-                 np.zeros(2), np.zeros(2), np.array([0.85, 0.85]))
+                 np.zeros(2), np.zeros(2), np.array([0.85, 0.85]), np.full(2, np.nan))
     s = g.summarize({"guaranteed": t}, 0.8)
     assert s["coverage_guaranteed"] == 0.5 and s["empty_test_guaranteed"] == 1
