@@ -35,7 +35,8 @@ Definitions (in guarantee.json):
   fall back, with `median_precision_<rule>_when_reached`: what a model delivers where its rule makes a promise);
   `fallback_rate_<rule>`: share of trials whose rule fell back to the F0.5 threshold. The certified rule falls
   back exactly when its first candidate (the threshold predicting 5 % of the validation records positive,
-  `irp.threshold.default_min_predicted`) fails its bound; `pool_precision_top_5pct` (the pool's precision there) says how close to the target that start is.
+  `irp.threshold.default_min_predicted`) fails its bound; `pool_precision_top_5pct` (the pool's precision there)
+  says how close to the target that start is.
 - `coverage_<rule>_pool`, `violation_rate_<rule>_pool`: the same with the precision over the whole pool at the
   chosen threshold, the population the validation sample was drawn from (the quantity the guarantee is about,
   free of the test sample's own noise; for SIMMC the test half is the pool minus the validation half, so a lucky
@@ -186,7 +187,7 @@ def run_trials(
     n_valid: int | None = None,
     session_fraction: float | None = None,
 ) -> dict[str, Trials]:
-    """Draw `trials` session-disjoint splits; on each, both rules choose on valid and are measured on test."""
+    """Draw `trials` session-disjoint splits; on each, every rule chooses on valid and is measured on test."""
     rng = np.random.default_rng(seed)
     confs = {name: (confidence if c is None else c, grouped) for name, (c, grouped) in RULES.items()}
     s_sorted = np.sort(scores)  # ascending, for the pool's precision at any threshold
@@ -236,10 +237,10 @@ def summarize(results: dict[str, Trials], target: float, recall_bar: float | Non
         out[f"violation_rate_{name}_pool"] = round(float((reached & ~pool_ok).mean()), 4)
         out[f"median_recall_{name}"] = round(float(np.median(t.recall)), 4)
         out[f"mean_recall_{name}"] = round(float(np.mean(t.recall)), 4)
-        out[f"median_recall_{name}_when_reached"] = round(float(np.median(t.recall[reached])), 4) if reached.any() else None
-        out[f"median_precision_{name}_when_reached"] = (
-            round(float(np.nanmedian(t.precision[reached])), 4) if reached.any() else None
-        )
+        for stat, values in (("recall", t.recall), ("precision", t.precision)):
+            out[f"median_{stat}_{name}_when_reached"] = (
+                round(float(np.nanmedian(values[reached])), 4) if reached.any() else None
+            )
         out[f"fallback_rate_{name}"] = round(float(t.fallback.mean()), 4)
         out[f"empty_test_{name}"] = int((t.predicted == 0).sum())
         prec = t.precision[~np.isnan(t.precision)]
