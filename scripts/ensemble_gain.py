@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     probs = [np.asarray(IRPClassifier.load(m).predict_proba(records)) for m in [*args.members, args.candidate]]
     without = average_precision(y, np.mean(probs[:-1], axis=0))
     with_candidate = average_precision(y, np.mean(probs, axis=0))
-    print(f"AP of the ensemble on {args.data.name}: {without:.4f} without {args.candidate.name}, "
-          f"{with_candidate:.4f} with it")
+    print(f"AP of the ensemble on {args.data.name}: {without:.6f} without {args.candidate.name}, "
+          f"{with_candidate:.6f} with it")
     return 0 if with_candidate > without else 1
 
 
