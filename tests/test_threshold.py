@@ -390,7 +390,8 @@ def test_groups_of_one_record_change_nothing_and_groups_must_match() -> None:
     s = rng.normal(0, 1, 2000) + 2.0 * y
     plain = choose_threshold(y, s, 0.8, 0.9)
     single = choose_threshold(y, s, 0.8, 0.9, groups=np.arange(2000))
-    assert (single.threshold, single.lower_bound, single.design_effect) == (plain.threshold, plain.lower_bound, 1.0)
+    assert single.threshold == plain.threshold
+    assert single.lower_bound == pytest.approx(plain.lower_bound, rel=1e-9) and single.design_effect == pytest.approx(1)
     assert np.isnan(plain.design_effect)
     with pytest.raises(ValueError, match="one key per record"):
         choose_threshold(y, s, 0.8, 0.9, groups=np.arange(10))
@@ -412,5 +413,6 @@ def test_grouped_certificate_keeps_its_promise_where_the_binomial_one_does_not()
             for rule, keys in (("binomial", None), ("grouped", groups)):
                 c = choose_threshold(y, s, 0.8, 0.9, groups=keys)
                 covered[rule].append(not c.reached or population_precision(c.threshold) >= 0.8)
-    assert np.mean(covered["binomial"]) <= 0.8
-    assert np.mean(covered["grouped"]) >= 0.87
+    # measured: 0.79 binomial (below the 0.9 it promises), 0.97 grouped
+    assert np.mean(covered["binomial"]) <= 0.85
+    assert np.mean(covered["grouped"]) >= 0.9
