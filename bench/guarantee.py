@@ -385,14 +385,28 @@ def build_compare_pool(model: Path, args: argparse.Namespace, work: Path) -> dic
     return scored
 
 
+def _pool_cache(name: str, cache_dir: Path) -> Path:
+    return cache_dir / f"pool_{name}.npz"
+
+
 def load_or_build(name: str, cache_dir: Path, builder: Any, args: argparse.Namespace) -> dict[str, Any]:
-    cache = cache_dir / f"pool_{name}.npz"
+    cache = _pool_cache(name, cache_dir)
     if cache.exists() and not args.rescore:
         with np.load(cache) as z:
             return {k: z[k] for k in z.files}
     pool = builder(args, Path(args.work))
     np.savez_compressed(cache, **pool)
     return pool
+
+
+def load_simmc_pool(name: str, builder: Any, args: argparse.Namespace, what: str) -> dict[str, Any] | None:
+    """A SIMMC pool, cached in --work (its labels are CC-BY-NC-SA data that must not enter the repository): built when
+    ../shared/data is present, read from the cache otherwise; None (and a note naming `what`) when neither is."""
+    work = Path(args.work)
+    if not (SIMMC_DIR.exists() or _pool_cache(name, work).exists()):
+        print(f"{what} skipped: {SIMMC_DIR} is absent", file=sys.stderr)
+        return None
+    return load_or_build(name, work, builder, args)
 
 
 # ---- report -------------------------------------------------------------------------------------------------
@@ -547,21 +561,13 @@ def main(argv: list[str] | None = None) -> int:
         for label in ("y_clean_taps", "y_true_intent"):
             name = "simulated_" + label[2:]
             reports[name], results[name] = pool_report(pool, args, "simulated", label=label)
-    if "simmc" in wanted:
-        # SIMMC labels are CC-BY-NC-SA data that must not enter the repository: its cache stays in --work (runs/).
-        if SIMMC_DIR.exists() or (Path(args.work) / "pool_simmc.npz").exists():
-            pool = load_or_build("simmc", Path(args.work), build_simmc_pool, args)
-            reports["simmc_fashion"], results["simmc_fashion"] = pool_report(pool, args, "simmc")
-        else:
-            print(f"SIMMC pool skipped: {SIMMC_DIR} is absent", file=sys.stderr)
+    if "simmc" in wanted and (pool := load_simmc_pool("simmc", build_simmc_pool, args, "SIMMC pool")) is not None:
+        reports["simmc_fashion"], results["simmc_fashion"] = pool_report(pool, args, "simmc")
     for model in map(Path, args.simmc_compare):
-        cached = (Path(args.work) / f"pool_simmc_{model.name}.npz").exists()
-        if not (SIMMC_DIR.exists() or cached):
-            print(f"SIMMC pool of {model} skipped: {SIMMC_DIR} is absent", file=sys.stderr)
-            continue
-        pool = load_or_build(f"simmc_{model.name}", Path(args.work), partial(build_compare_pool, model), args)
-        name = f"simmc:{model.name}"
-        reports[name], results[name] = pool_report(pool, args, "simmc")
+        builder = partial(build_compare_pool, model)
+        if (pool := load_simmc_pool(f"simmc_{model.name}", builder, args, f"SIMMC pool of {model}")) is not None:
+            name = f"simmc:{model.name}"
+            reports[name], results[name] = pool_report(pool, args, "simmc")
     doc = {
         "what": "coverage of the precision promise: point rule (confidence 0) vs certified rule vs certified rule "
                 "counting sessions (grouped), on session-disjoint validation/test draws from one scored pool "

@@ -219,7 +219,7 @@ def clustered_counts(
     _, codes = np.unique(np.asarray(groups_sorted), return_inverse=True)  # (n,) group index
     cut = np.asarray(end, dtype=np.int64)
     # Earlier records of the same group, for each record: its group's counts just before it joins the set.
-    by_group = np.lexsort((np.arange(y.size), codes))  # (n,) positions grouped, score order within a group
+    by_group = np.argsort(codes, kind="stable")  # (n,) positions grouped, score order kept within a group
     run_start = np.flatnonzero(np.r_[True, codes[by_group][1:] != codes[by_group][:-1]])
     run_of = np.repeat(run_start, np.diff(np.r_[run_start, y.size]))  # (n,) first slot of each slot's group
     cum_y = np.cumsum(y[by_group])
@@ -392,7 +392,7 @@ def choose_threshold(
         n=n,
         positives=positives,
         predicted_positive=int(op.predicted[i]),
-        design_effect=float(op.design_effect[i]) if groups is not None else math.nan,
+        design_effect=float(op.design_effect[i]) if op.grouped else math.nan,
     )
 
 
