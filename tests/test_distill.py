@@ -93,7 +93,9 @@ def test_soft_targets_are_the_teachers_average_at_temperature(teachers: list[Pat
     records = load_records(small_log["valid"])
     logits = [teacher_logits(t, small_log["valid"], torch.device("cpu"), tmp_path)[0] for t in found]
     for teacher, z in zip(teachers, logits):
-        assert np.allclose(z, IRPClassifier.load(teacher).decision_function(records), atol=1e-5)
+        scored: list[int] = []  # the progress callback: records scored so far, up to all of them
+        assert np.allclose(z, IRPClassifier.load(teacher).decision_function(records, 16, scored.append), atol=1e-5)
+        assert scored == sorted(scored) and scored[-1] == len(records) and len(scored) > 1
     expected = (1 / (1 + np.exp(-logits[0] / 3.0)) + 1 / (1 + np.exp(-logits[1] / 3.0))) / 2
     assert np.allclose(soft_targets(np.stack(logits), 3.0), expected, atol=1e-6)
     again, state = teacher_logits(found[0], small_log["valid"], torch.device("cpu"), tmp_path)

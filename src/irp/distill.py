@@ -140,6 +140,7 @@ def teacher_logits(
 ) -> tuple[np.ndarray, str]:
     """The teacher's raw logits [N] float32 on the records of `source` in file order, and "hit" / "written" /
     "off" (cache). A file's logits are cached under cache_dir/teachers/<key>.npy."""
+    from irp.data.io import load_records, progress_bar
     from irp.predict import IRPClassifier
 
     entry = None
@@ -148,14 +149,11 @@ def teacher_logits(
         entry = Path(cache_dir) / "teachers" / f"{key}.npy"
         if entry.is_file():
             return np.load(entry, allow_pickle=False), "hit"
-    if isinstance(source, (str, Path)):
-        from irp.data.io import load_records
-
-        records = load_records(source)
-    else:
-        records = source
+    records = load_records(source) if isinstance(source, (str, Path)) else source
     classifier = IRPClassifier.load(teacher.path, device=str(device))
-    logits = classifier.decision_function(records).astype(np.float32)
+    name = Path(source).name if isinstance(source, (str, Path)) else "records"
+    with progress_bar(f"teacher {Path(teacher.path).name} scores {name}", len(records)) as update:
+        logits = classifier.decision_function(records, on_progress=update).astype(np.float32)
     del classifier
     if entry is None or not write_cache:
         return logits, "off"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +77,15 @@ class IRPClassifier:
         valid_positives, predicted_positive, guarantee (one sentence) and the calibration method."""
         return artifact_promise(self.meta_)
 
-    def decision_function(self, records: Sequence[dict], batch_size: int = 256) -> np.ndarray:
-        """Raw network logits for each record: [N] float32 (uncalibrated; for ranking)."""
+    def decision_function(
+        self, records: Sequence[dict], batch_size: int = 256, on_progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """Raw network logits for each record: [N] float32 (uncalibrated; for ranking). `on_progress` gets the
+        number of records scored so far."""
         if not records:
             return np.zeros(0, dtype=np.float32)
         features = self.featurizer_.featurize(records)
-        return score_logits(self.model_, self.featurizer_, features, self.device_, batch_size)
+        return score_logits(self.model_, self.featurizer_, features, self.device_, batch_size, on_progress)
 
     def predict_proba(self, records: Sequence[dict], batch_size: int = 256) -> np.ndarray:
         """Calibrated P(image-seeking) for each record: [N] float32, on the scale of `threshold_`."""

@@ -101,12 +101,13 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 @torch.no_grad()
 def score_logits(
-    model: IRPModel, featurizer: Featurizer, features: FeatureSet, device: torch.device, batch_size: int = 256
+    model: IRPModel, featurizer: Featurizer, features: FeatureSet, device: torch.device, batch_size: int = 256,
+    on_progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Raw network logits [N] float32 in record order (calibration is applied on top: `irp.calibration`);
     batches are length-sorted so little compute goes to padding. A model with `map_batches` (an ONNX session
     with concurrency) runs several batches at once; they are collated here in the calling thread, a window at a
-    time (collate may grow the featurizer's value table)."""
+    time (collate may grow the featurizer's value table). `on_progress` gets the number of records scored so far."""
     model.eval()
     order = np.argsort(features.lengths, kind="stable")
     chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
@@ -127,6 +128,8 @@ def score_logits(
             batch.pop("labels")
         for index, z in zip(indices, run_all(network, batches)):
             logits[index] = z
+        if on_progress is not None:
+            on_progress(min(len(order), (first + window) * batch_size))
     return logits
 
 

@@ -1,4 +1,4 @@
-"""Data commands: validate, simulate, import, split."""
+"""Data commands: validate, simulate, import, split, augment."""
 
 from __future__ import annotations
 
@@ -194,3 +194,35 @@ def split(
         sessions = len({r.get("session_id") or r["id"] for r in part})
         positives = sum(r["label"] == 1 for r in part)
         console.print(f"{escape(str(out))}: {len(part):,} records, {sessions:,} sessions, {positives:,} positive")
+
+
+@app.command()
+def augment(
+    file: Path = typer.Argument(..., help="Records to copy (.jsonl, .jsonl.gz or .parquet), e.g. the training file."),
+    out: Path = typer.Option(..., "--out", help="The unlabelled copies (.jsonl, .jsonl.gz or .parquet), for `irp distill --transfer`."),
+    copies: int = typer.Option(1, "--copies", help="Copies of each record."),
+    word_drop: float = typer.Option(0.15, "--word-drop", help="Probability that a copy loses each utterance word."),
+    product_swap: float = typer.Option(0.5, "--product-swap", help="Probability that a copy takes another record's products."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the perturbations."),
+) -> None:
+    """Write perturbed, UNLABELLED copies of records (words dropped, products swapped): in-domain transfer records
+    that the teachers of `irp distill` label."""
+    from rich.markup import escape
+
+    from irp.data.augment import augment_records
+    from irp.data.io import DataFileError, file_format, write_records
+
+    if copies < 1:
+        fail(f"--copies must be >= 1, got {copies}")
+    for flag, rate in (("--word-drop", word_drop), ("--product-swap", product_swap)):
+        if not 0.0 <= rate <= 1.0:
+            fail(f"{flag} must be in [0, 1], got {rate}")
+    try:
+        file_format(out)
+    except DataFileError as e:
+        fail(escape(str(e)))
+    records = load_or_fail(file, "input")
+    if product_swap > 0 and len(records) < 2:
+        fail(f"--product-swap needs at least two records, {escape(str(file))} has {len(records)}")
+    n = write_records(out, augment_records(records, copies, word_drop, product_swap, seed))
+    console.print(f"{escape(str(out))}: {n:,} unlabelled copies of {len(records):,} records")
