@@ -190,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--no-cost", action="store_true", help="skip the ONNX export and the latency")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--plot", type=Path)
+    ap.add_argument("--plot", type=Path, help="AP against CPU p50 (needs the timings: not with --no-cost)")
     args = ap.parse_args(argv)
+    if args.plot and args.no_cost:
+        ap.error("--plot draws AP against the measured p50, which --no-cost skips: drop one of them")
 
     teachers, students, extra = (_names(v) for v in (args.teachers, args.students, args.extra))
     ensembles = [teachers] if len(teachers) > 1 else []  # one model made of several: no single latency

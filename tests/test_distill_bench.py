@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from conftest import load_bench
 
 bench = load_bench("distill_simmc")
@@ -64,3 +67,10 @@ def test_seed_means_table_has_a_line_per_recipe_and_nothing_without_groups() -> 
     text = bench.seed_markdown(means).splitlines()
     assert text[-2] == "| r1 | a, b | 0.7700 (0.7600-0.7800) | +0.0100 |" and len(text) == 5
     assert bench.seed_markdown([]) == ""
+
+
+def test_plot_without_timings_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--runs", str(tmp_path), "--baseline", "t", "--teachers", "t", "--no-cost",
+                    "--out", str(tmp_path / "x.json"), "--plot", str(tmp_path / "x.png")])
+    assert exit_info.value.code == 2 and not list(tmp_path.iterdir())

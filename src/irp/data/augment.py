@@ -42,7 +42,7 @@ def augment_records(
     Each copy drops utterance words at rate `word_drop` and, with probability `product_swap`, takes
     the products of another record (drawn uniformly among the others). A copy equal to its source
     would add nothing, so where neither happened one word is dropped (or, for a one-word utterance,
-    the products swapped). Session ids are kept: the copies stay with their dialog.
+    the products swapped, given another record). Session ids are kept: the copies stay with their dialog.
     Deterministic for a given input order and seed.
 
     >>> recs = [{"id": "a", "utterance": "show me it", "products": [{"title": "x"}], "label": 1},
