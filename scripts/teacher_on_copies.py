@@ -4,7 +4,8 @@ A copy teaches a student something only where the teacher scores it differently 
 copies with and without a swapped product: the mean and median |q_copy - q_source| of the soft targets at
 temperature T, and the share of copies whose decision (logit > 0) differs from their source's. Also the teacher's
 AP and the spread of its soft targets on the source file and, with --valid, on a validation file (a teacher that
-memorised its training records would be sharper there). Reads the teacher-score cache of `irp distill` and writes
+memorised its training records would be sharper there), and the share of records tied at its lowest logit (where a
+soft target says only "negative"). Reads the teacher-score cache of `irp distill` and writes
 nothing.
 
     python scripts/teacher_on_copies.py --teacher runs/mpnet --source train.jsonl --copies train_aug.jsonl \
@@ -61,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         y = np.array([r["label"] for r in load_records(path)], dtype=float)
         z = logits(path)
         q = soft_targets(z[None], args.temperature)
+        floor = z < z.min() + 0.05  # records the teacher cannot tell apart at the bottom of its ranking
         print(f"{path.name}: teacher AP {average_precision(y, z):.4f}, median |logit| {np.median(np.abs(z)):.2f}, "
-              f"soft targets in (0.1, 0.9) {np.mean((q > 0.1) & (q < 0.9)):.1%}")
+              f"soft targets in (0.1, 0.9) {np.mean((q > 0.1) & (q < 0.9)):.1%}, at its lowest logit "
+              f"({z.min():.2f} + 0.05) {floor.mean():.1%} of records with {y[floor].mean():.1%} positive")
     return 0
 
 
