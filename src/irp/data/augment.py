@@ -64,11 +64,13 @@ def augment_records(
         for k in range(copies):
             copy = {key: value for key, value in record.items() if key not in LABEL_FIELDS}
             copy["id"] = f"{record.get('id', i)}~aug{k}"
+            words = record["utterance"].split()
             utterance = drop_words(record["utterance"], word_drop, rng)
             swap = rng.random() < product_swap
-            if utterance == " ".join(record["utterance"].split()) and not swap:
-                if len(record["utterance"].split()) > 1:
-                    utterance = _drop_one(record["utterance"], rng)
+            if utterance == " ".join(words) and not swap:  # nothing drawn: the copy would equal its source
+                if len(words) > 1:
+                    del words[int(rng.integers(len(words)))]
+                    utterance = " ".join(words)
                 elif len(records) > 1:
                     swap = True
             copy["utterance"] = utterance
@@ -78,9 +80,3 @@ def augment_records(
             out.append(copy)
     return out
 
-
-def _drop_one(utterance: str, rng: np.random.Generator) -> str:
-    """`utterance` without one of its words, drawn uniformly."""
-    words = utterance.split()
-    del words[int(rng.integers(len(words)))]
-    return " ".join(words)
