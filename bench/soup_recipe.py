@@ -1,0 +1,125 @@
+"""Which soup recipe generalises: greedy (chosen on validation AP) or uniform, judged without a test set.
+
+`irp soup --recipe greedy` keeps the ingredients that raise the validation AP, so the validation AP of its soup is
+optimistic. This bench cross-fits the choice inside one labelled file: it splits the file's dialogs in two halves at
+random, runs the greedy recipe on half A, and measures the greedy soup, the uniform soup, the best single ingredient
+(on A) and the ingredients' mean on half B, which chose nothing. Soups are scored once on the whole file and memoised
+by their member set, so many splits cost a few soups each.
+
+    python bench/soup_recipe.py --valid dev_select.jsonl --splits 50 --out bench/results/soup_recipe_simmc.json \
+        runs/s_l6_seed13 runs/s_l6_seed1 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from irp.artifact import load_model
+from irp.data.io import load_records
+from irp.data.split import session_key
+from irp.fileio import write_json_atomic
+from irp.metrics import average_precision
+from irp.soup import SoupError, average_weights, check_ingredients
+from irp.train import prepare_features, score_logits
+
+Members = frozenset[int]
+
+
+def greedy_members(alone_ap: Sequence[float], soup_ap: Callable[[Members], float]) -> Members:
+    """The greedy recipe of `irp.soup.make_soup`: ingredients best first (stable on ties), each kept iff the soup's
+    AP does not drop.
+
+    >>> greedy_members([0.5, 0.7, 0.6], lambda m: {frozenset({1, 2}): 0.72, frozenset({1, 2, 0}): 0.71}[m])
+    frozenset({1, 2})
+    """
+    order = sorted(range(len(alone_ap)), key=lambda i: -alone_ap[i])
+    kept, best = frozenset(order[:1]), alone_ap[order[0]]
+    for i in order[1:]:
+        trial = soup_ap(kept | {i})
+        if trial >= best:
+            kept, best = kept | {i}, trial
+    return kept
+
+
+def split_halves(sessions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A boolean mask [N] of half A: a random half of the distinct sessions, each whole."""
+    names = np.unique(sessions)
+    chosen = rng.permutation(len(names))[: len(names) // 2]
+    return np.isin(sessions, names[chosen])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("ingredients", type=Path, nargs="+", help="artifact folders of one architecture (irp soup's)")
+    ap.add_argument("--valid", type=Path, required=True, help="labelled records with session_id (the soup's file)")
+    ap.add_argument("--splits", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    try:
+        check_ingredients(list(args.ingredients), args.out)  # >= 2, one architecture and input pipeline
+    except SoupError as e:
+        ap.error(str(e))
+    started = time.perf_counter()
+    model, featurizer, _ = load_model(args.ingredients[0], device="cpu")
+    features, _ = prepare_features(args.valid, featurizer, "label", cache_dir=None)
+    sessions = np.array([session_key(r) for r in load_records(args.valid)])
+    y = np.asarray(features.labels, dtype=float)
+    states = [load_file(str(f / "model.safetensors")) for f in args.ingredients]
+    logits: dict[Members, np.ndarray] = {}
+
+    def scored(members: Members) -> np.ndarray:  # logits [N] of the soup of `members` on the whole file
+        if members not in logits:
+            model.load_state_dict(average_weights([states[i] for i in sorted(members)]), strict=True)
+            logits[members] = score_logits(model, featurizer, features, torch.device("cpu"))
+            print(f"scored soup {sorted(members)} ({len(logits)} so far)", file=sys.stderr)
+        return logits[members]
+
+    everyone = frozenset(range(len(states)))
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for split in range(args.splits):
+        a = split_halves(sessions, rng)
+        b = ~a
+        alone_a = [average_precision(y[a], scored(frozenset({i}))[a]) for i in range(len(states))]
+        kept = greedy_members(alone_a, lambda m: average_precision(y[a], scored(m)[a]))
+        on_b = {
+            "greedy": average_precision(y[b], scored(kept)[b]),
+            "uniform": average_precision(y[b], scored(everyone)[b]),
+            "best_single": average_precision(y[b], scored(frozenset({int(np.argmax(alone_a))}))[b]),
+            "mean_single": float(np.mean([average_precision(y[b], scored(frozenset({i}))[b])
+                                          for i in range(len(states))])),
+        }
+        rows.append({"split": split, "greedy_members": sorted(kept), "ap_on_b": on_b})
+        print(f"split {split}: greedy {sorted(kept)} " + " ".join(f"{k} {v:.4f}" for k, v in on_b.items()))
+
+    recipes = list(rows[0]["ap_on_b"])
+    table = {k: np.array([r["ap_on_b"][k] for r in rows]) for k in recipes}
+    diff = table["uniform"] - table["greedy"]
+    summary = {
+        "mean_ap_on_b": {k: round(float(v.mean()), 5) for k, v in table.items()},
+        "uniform_minus_greedy": {"mean": round(float(diff.mean()), 5), "sd": round(float(diff.std(ddof=1)), 5),
+                                 "uniform_wins": int((diff > 0).sum()), "ties": int((diff == 0).sum()),
+                                 "splits": len(rows)},
+        "mean_greedy_size": float(np.mean([len(r["greedy_members"]) for r in rows])),
+    }
+    result = {"ingredients": [str(f) for f in args.ingredients], "valid": str(args.valid), "n": len(y),
+              "splits": args.splits, "seed": args.seed, "summary": summary, "rows": rows,
+              "soups_scored": len(logits), "wall_s": round(time.perf_counter() - started, 1),
+              "command": " ".join(["python", *sys.argv])}
+    write_json_atomic(args.out, result)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
