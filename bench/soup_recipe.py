@@ -2,7 +2,7 @@
 
 `irp soup --recipe greedy` keeps the ingredients that raise the validation AP, so the validation AP of its soup is
 optimistic. This bench cross-fits the choice inside one labelled file: it splits the file's dialogs in two halves at
-random, runs the greedy recipe on half A, and measures the greedy soup, the uniform soup, the best single ingredient
+random, runs the greedy recipe (`irp.soup.greedy_members`, the one `irp soup` runs) on half A, and measures the greedy soup, the uniform soup, the best single ingredient
 (on A) and the ingredients' mean on half B, which chose nothing. Soups are scored once on the whole file and memoised
 by their member set, so many splits cost a few soups each.
 
@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,26 +27,10 @@ from irp.data.io import load_records
 from irp.data.split import session_key
 from irp.fileio import write_json_atomic
 from irp.metrics import average_precision
-from irp.soup import SoupError, average_weights, check_ingredients
+from irp.soup import SoupError, average_weights, check_ingredients, greedy_members
 from irp.train import prepare_features, score_logits
 
 Members = frozenset[int]
-
-
-def greedy_members(alone_ap: Sequence[float], soup_ap: Callable[[Members], float]) -> Members:
-    """The greedy recipe of `irp.soup.make_soup`: ingredients best first (stable on ties), each kept iff the soup's
-    AP does not drop.
-
-    >>> greedy_members([0.5, 0.7, 0.6], lambda m: {frozenset({1, 2}): 0.72, frozenset({1, 2, 0}): 0.71}[m])
-    frozenset({1, 2})
-    """
-    order = sorted(range(len(alone_ap)), key=lambda i: -alone_ap[i])
-    kept, best = frozenset(order[:1]), alone_ap[order[0]]
-    for i in order[1:]:
-        trial = soup_ap(kept | {i})
-        if trial >= best:
-            kept, best = kept | {i}, trial
-    return kept
 
 
 def split_halves(sessions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -65,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    if args.splits < 1:
+        ap.error(f"--splits must be >= 1, got {args.splits}")
     try:
         check_ingredients(list(args.ingredients), args.out)  # >= 2, one architecture and input pipeline
     except SoupError as e:
@@ -91,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         a = split_halves(sessions, rng)
         b = ~a
         alone_a = [average_precision(y[a], scored(frozenset({i}))[a]) for i in range(len(states))]
-        kept = greedy_members(alone_a, lambda m: average_precision(y[a], scored(m)[a]))
+        kept = frozenset(greedy_members(alone_a, lambda m: average_precision(y[a], scored(frozenset(m))[a])))
         on_b = {
             "greedy": average_precision(y[b], scored(kept)[b]),
             "uniform": average_precision(y[b], scored(everyone)[b]),

@@ -117,3 +117,16 @@ def test_bad_input_exits_2_and_writes_nothing(runs: list[Path], small_log: dict[
         assert result.exit_code == 2 and expected in message, (args, result.output)
     assert not out.exists()
     assert before == {r: (r / "config.json").read_text() for r in runs}
+
+
+def test_greedy_members_tries_best_first_and_keeps_on_ties() -> None:
+    from irp.soup import greedy_members
+
+    aps = {(0, 2): 0.95, (0, 2, 1): 0.94, (0, 2, 3): 0.96}
+    heard: list[tuple[int, float, bool]] = []
+    # best first: 0 (0.9), 2 (0.7), 1 (0.6), 3 (0.5); 2 raises the AP, 1 lowers it, 3 raises it
+    kept = greedy_members([0.9, 0.6, 0.7, 0.5], lambda m: aps[tuple(m)], lambda *t: heard.append(t))
+    assert kept == [0, 2, 3] and heard == [(2, 0.95, True), (1, 0.94, False), (3, 0.96, True)]
+    # a tie with the current soup's AP keeps the ingredient; a drop of any size does not
+    assert greedy_members([0.5, 0.4], lambda m: 0.5) == [0, 1]
+    assert greedy_members([0.5, 0.4], lambda m: 0.49) == [0]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -105,6 +105,27 @@ def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
     return {k: torch.stack([s[k].float() for s in states]).mean(0).to(first[k].dtype) for k in first}
 
 
+def greedy_members(
+    alone_ap: Sequence[float], soup_ap: Callable[[list[int]], float],
+    on_trial: Callable[[int, float, bool], None] = lambda *_: None,
+) -> list[int]:
+    """The greedy recipe: ingredients ordered by their own AP, best first (stable on ties), each added iff the soup's
+    AP does not drop. `soup_ap(members)` scores the soup of those ingredients; `on_trial(i, ap, kept)` hears each
+    trial. Returns the kept ingredients in the order they were added.
+
+    >>> greedy_members([0.5, 0.7, 0.6], lambda m: {(1, 2): 0.72, (1, 2, 0): 0.71}[tuple(m)])
+    [1, 2]
+    """
+    order = sorted(range(len(alone_ap)), key=lambda i: -alone_ap[i])
+    kept, best = order[:1], alone_ap[order[0]]
+    for i in order[1:]:
+        trial = soup_ap(kept + [i])
+        on_trial(i, trial, trial >= best)
+        if trial >= best:
+            kept, best = kept + [i], trial
+    return kept
+
+
 def make_soup(
     folders: list[Path],
     valid: Path,
@@ -151,15 +172,19 @@ def make_soup(
         logits, ap = score(average_weights(states))
         steps = [SoupStep("+".join(names), ap, True)]
     else:
-        kept = order[:1]
-        logits, ap = alone[order[0]]
-        steps = [SoupStep(names[order[0]], ap, True)]
-        for i in order[1:]:
-            trial_logits, trial_ap = score(average_weights([states[k] for k in kept + [i]]))
-            steps.append(SoupStep(names[i], trial_ap, trial_ap >= ap))
-            log(f"soup + {names[i]}: validation AP {trial_ap:.4f} ({'kept' if trial_ap >= ap else 'dropped'})")
-            if trial_ap >= ap:
-                kept, logits, ap = kept + [i], trial_logits, trial_ap
+        trials: dict[tuple[int, ...], tuple[np.ndarray, float]] = {tuple(order[:1]): alone[order[0]]}
+        steps = [SoupStep(names[order[0]], alone[order[0]][1], True)]
+
+        def soup_ap(members: list[int]) -> float:
+            trials[tuple(members)] = score(average_weights([states[k] for k in members]))
+            return trials[tuple(members)][1]
+
+        def heard(i: int, trial_ap: float, kept: bool) -> None:
+            steps.append(SoupStep(names[i], trial_ap, kept))
+            log(f"soup + {names[i]}: validation AP {trial_ap:.4f} ({'kept' if kept else 'dropped'})")
+
+        kept = greedy_members([a for _, a in alone], soup_ap, heard)
+        logits, ap = trials[tuple(kept)]
         model.load_state_dict(average_weights([states[k] for k in kept]), strict=True)
     log(f"soup of {len(kept)}: validation AP {ap:.4f}")
 
