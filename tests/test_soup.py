@@ -57,7 +57,8 @@ def test_uniform_soup_holds_the_mean_of_its_ingredients_weights(runs: list[Path]
     assert meta["threshold"]["n_valid"] == 200 and meta["data"]["valid"]["records"] == 200
     walls = [json.loads((r / "config.json").read_text())["training"]["wall_s"] for r in runs]
     assert meta["training"]["wall_s"] >= sum(walls)  # the soup's cost counts every run
-    assert "## Weight soup" in (out / "MODEL_CARD.md").read_text()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "## Weight soup" in card and "optimistic" not in card  # uniform chose nothing on the validation file
     probs = IRPClassifier.load(out).predict_proba(load_records(small_log["test"]))
     assert probs.shape == (200,) and np.isfinite(probs).all()
 
@@ -84,6 +85,7 @@ def test_greedy_soup_drops_a_run_that_lowers_validation_ap(runs: list[Path], sma
                                torch.stack([k["head.weight"] for k in kept]).mean(0))
     soup = json.loads((tmp_path / "soup" / "config.json").read_text())["soup"]
     assert soup["kept"] == result.kept and len(soup["steps"]) == 3
+    assert "validation AP is optimistic" in (tmp_path / "soup" / "MODEL_CARD.md").read_text()  # greedy chose on it
 
 
 def test_weights_of_another_architecture_are_refused() -> None:

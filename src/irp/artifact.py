@@ -314,12 +314,15 @@ def _soup_block(soup: dict[str, Any] | None) -> str:
           "yes" if i["path"] in soup["kept"] else "no"]
          for i in soup["ingredients"]],
     )
+    chosen = ("\nThe greedy recipe chose its runs on the validation file, so the soup's validation AP is optimistic: "
+              "judge it on records that chose nothing (`bench/soup_recipe.py` cross-fits the choice).\n"
+              if soup["recipe"] == "greedy" else "")
     return f"""
 ## Weight soup
 The weights are the average of the weights of {len(soup['kept'])} of these {len(soup['ingredients'])} runs (recipe
 `{soup['recipe']}`; validation AP of the soup {_num(soup['valid_ap'])}); the settings above are those of its best
 run, the step count and wall time the sum over every run.
-
+{chosen}
 {table}
 """
 
