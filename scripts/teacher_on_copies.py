@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from irp.data.augment import COPY_MARK
 from irp.data.io import load_records
 from irp.distill import load_teachers, soft_targets, teacher_logits
 from irp.metrics import average_precision
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     sources, records = load_records(args.source), load_records(args.copies)
     by_id = {r["id"]: i for i, r in enumerate(sources)}
     # each copy's source; other records in the file (e.g. transfer records it was concatenated with) are skipped
-    pairs = [(k, by_id.get(r["id"].rsplit("~aug", 1)[0])) for k, r in enumerate(records) if "~aug" in r["id"]]
+    pairs = [(k, by_id.get(r["id"].rsplit(COPY_MARK, 1)[0])) for k, r in enumerate(records) if COPY_MARK in r["id"]]
     keep = np.array([k for k, i in pairs if i is not None])
     index = np.array([i for _, i in pairs if i is not None])
     if not len(keep):

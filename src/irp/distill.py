@@ -143,16 +143,17 @@ def teacher_logits(
     from irp.data.io import load_records, progress_bar
     from irp.predict import IRPClassifier
 
+    from_file = isinstance(source, (str, Path))
     entry = None
-    if cache_dir is not None and isinstance(source, (str, Path)):
+    if cache_dir is not None and from_file:
         key = teacher_cache_key(teacher.weights_sha256(), file_fingerprint(source)["sha256"])
         entry = Path(cache_dir) / "teachers" / f"{key}.npy"
         if entry.is_file():
             return np.load(entry, allow_pickle=False), "hit"
-    records = load_records(source) if isinstance(source, (str, Path)) else source
+    records = load_records(source) if from_file else source
     classifier = IRPClassifier.load(teacher.path, device=str(device))
-    name = Path(source).name if isinstance(source, (str, Path)) else "records"
-    with progress_bar(f"teacher {Path(teacher.path).name} scores {name}", len(records)) as update:
+    what = Path(source).name if from_file else "records"
+    with progress_bar(f"teacher {Path(teacher.path).name} scores {what}", len(records)) as update:
         logits = classifier.decision_function(records, on_progress=update).astype(np.float32)
     del classifier
     if entry is None or not write_cache:

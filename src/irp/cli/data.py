@@ -209,20 +209,18 @@ def augment(
     that the teachers of `irp distill` label."""
     from rich.markup import escape
 
-    from irp.data.augment import augment_records
-    from irp.data.io import DataFileError, file_format, write_records
+    from irp.data.augment import augment_records, check_settings
+    from irp.data.io import file_format, write_records
 
-    if copies < 1:
-        fail(f"--copies must be >= 1, got {copies}")
-    for flag, rate in (("--word-drop", word_drop), ("--product-swap", product_swap)):
-        if not 0.0 <= rate <= 1.0:
-            fail(f"{flag} must be in [0, 1], got {rate}")
-    try:
+    try:  # before reading anything: the flags and the output's format (DataFileError is a ValueError)
+        check_settings(copies, word_drop, product_swap)
         file_format(out)
-    except DataFileError as e:
+    except ValueError as e:
         fail(escape(str(e)))
     records = load_or_fail(file, "input")
-    if product_swap > 0 and len(records) < 2:
-        fail(f"--product-swap needs at least two records, {escape(str(file))} has {len(records)}")
-    n = write_records(out, augment_records(records, copies, word_drop, product_swap, seed))
+    try:
+        augmented = augment_records(records, copies, word_drop, product_swap, seed)
+    except ValueError as e:  # too few records to swap products between
+        fail(escape(f"{file}: {e}"))
+    n = write_records(out, augmented)
     console.print(f"{escape(str(out))}: {n:,} unlabelled copies of {len(records):,} records")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 LABEL_FIELDS = ("label", "true_intent")  # what a copy must not carry: its label is the teachers' score
+COPY_MARK = "~aug"  # a copy's id: <source id>~aug<k>
 
 
 def drop_words(utterance: str, rate: float, rng: np.random.Generator) -> str:
@@ -28,6 +29,24 @@ def drop_words(utterance: str, rate: float, rng: np.random.Generator) -> str:
     words = utterance.split()
     kept = [w for w, drop in zip(words, rng.random(len(words)) < rate, strict=True) if not drop]
     return " ".join(kept) if kept else words[int(rng.integers(len(words)))]
+
+
+def check_settings(copies: int, word_drop: float, product_swap: float, n_records: int | None = None) -> None:
+    """Raise ValueError naming the `irp augment` flag of a bad setting (`n_records`: how many records there are to
+    swap products between, when known).
+
+    >>> check_settings(1, 0.15, 0.5, n_records=2)
+    >>> check_settings(1, 1.5, 0.5)
+    Traceback (most recent call last):
+    ValueError: --word-drop must be in [0, 1], got 1.5
+    """
+    if copies < 1:
+        raise ValueError(f"--copies must be >= 1, got {copies}")
+    for flag, rate in (("--word-drop", word_drop), ("--product-swap", product_swap)):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{flag} must be in [0, 1], got {rate}")
+    if n_records is not None and product_swap > 0 and n_records < 2:
+        raise ValueError(f"--product-swap needs at least two records to swap products between, got {n_records}")
 
 
 def augment_records(
@@ -51,19 +70,13 @@ def augment_records(
     >>> [r["id"] for r in out], any("label" in r for r in out)
     (['a~aug0', 'a~aug1', 'b~aug0', 'b~aug1'], False)
     """
-    if copies < 1:
-        raise ValueError(f"copies must be >= 1, got {copies}")
-    for name, rate in (("word_drop", word_drop), ("product_swap", product_swap)):
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {rate}")
-    if product_swap > 0 and len(records) < 2:
-        raise ValueError("product_swap needs at least two records to swap products between")
+    check_settings(copies, word_drop, product_swap, len(records))
     rng = np.random.default_rng(seed)
     out: list[dict[str, Any]] = []
     for i, record in enumerate(records):
         for k in range(copies):
             copy = {key: value for key, value in record.items() if key not in LABEL_FIELDS}
-            copy["id"] = f"{record.get('id', i)}~aug{k}"
+            copy["id"] = f"{record.get('id', i)}{COPY_MARK}{k}"
             words = record["utterance"].split()
             utterance = drop_words(record["utterance"], word_drop, rng)
             swap = rng.random() < product_swap
@@ -79,4 +92,3 @@ def augment_records(
                 copy["products"] = records[other + (other >= i)].get("products", [])  # skip itself
             out.append(copy)
     return out
-
