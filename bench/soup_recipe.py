@@ -2,9 +2,10 @@
 
 `irp soup --recipe greedy` keeps the ingredients that raise the validation AP, so the validation AP of its soup is
 optimistic. This bench cross-fits the choice inside one labelled file: it splits the file's dialogs in two halves at
-random, runs the greedy recipe (`irp.soup.greedy_members`, the one `irp soup` runs) on half A, and measures the greedy soup, the uniform soup, the best single ingredient
-(on A) and the ingredients' mean on half B, which chose nothing. Soups are scored once on the whole file and memoised
-by their member set, so many splits cost a few soups each.
+random (`irp split`'s `split_by_session`, seeds --seed, --seed + 1, ...), runs the greedy recipe
+(`irp.soup.greedy_members`, the one `irp soup` runs) on half A, and measures the greedy soup, the uniform soup, the
+best single ingredient (on A) and the ingredients' mean on half B, which chose nothing. Soups are scored once on the
+whole file and memoised by their member set, so many splits cost a few soups each.
 
     python bench/soup_recipe.py --valid dev_select.jsonl --splits 50 --out bench/results/soup_recipe_simmc.json \
         runs/s_l6_seed13 runs/s_l6_seed1 ...
@@ -24,20 +25,13 @@ from safetensors.torch import load_file
 
 from irp.artifact import load_model
 from irp.data.io import load_records
-from irp.data.split import session_key
+from irp.data.split import split_by_session
 from irp.fileio import write_json_atomic
 from irp.metrics import average_precision
 from irp.soup import SoupError, average_weights, check_ingredients, greedy_members
 from irp.train import prepare_features, score_logits
 
 Members = frozenset[int]
-
-
-def split_halves(sessions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A boolean mask [N] of half A: a random half of the distinct sessions, each whole."""
-    names = np.unique(sessions)
-    chosen = rng.permutation(len(names))[: len(names) // 2]
-    return np.isin(sessions, names[chosen])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     started = time.perf_counter()
     model, featurizer, _ = load_model(args.ingredients[0], device="cpu")
-    features, _ = prepare_features(args.valid, featurizer, "label", cache_dir=None)
-    sessions = np.array([session_key(r) for r in load_records(args.valid)])
+    records = load_records(args.valid)
+    features, _ = prepare_features(records, featurizer, "label", cache_dir=None)
     y = np.asarray(features.labels, dtype=float)
     states = [load_file(str(f / "model.safetensors")) for f in args.ingredients]
     logits: dict[Members, np.ndarray] = {}
@@ -70,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         return logits[members]
 
     everyone = frozenset(range(len(states)))
-    rng = np.random.default_rng(args.seed)
     rows = []
     for split in range(args.splits):
-        a = split_halves(sessions, rng)
+        half_a, _ = split_by_session(records, 0.5, seed=args.seed + split)
+        in_a = {id(r) for r in half_a}  # the same record objects, kept in file order: ids need not be unique
+        a = np.array([id(r) in in_a for r in records])
         b = ~a
         alone_a = [average_precision(y[a], scored(frozenset({i}))[a]) for i in range(len(states))]
         kept = frozenset(greedy_members(alone_a, lambda m: average_precision(y[a], scored(frozenset(m))[a])))
