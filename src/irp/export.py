@@ -53,7 +53,7 @@ import torch
 from irp.calibration import amplification, calibrate_logits, calibration_of, sigmoid
 from irp.fileio import replace_dir, write_json_atomic
 from irp.onnx_runtime import (
-    EXPORT_INFO, FILES, ONNX_DIR, OnnxModel, as_numpy, exported, read_export_info, weights_sha256,
+    EXPORT_INFO, FILES, ONNX_DIR, OnnxModel, as_numpy, exported, weights_sha256,
 )
 
 FP32_TOLERANCE = 1e-4  # max |Δprobability|, fp32 ONNX vs torch
@@ -360,15 +360,17 @@ def _parity_reference(
 
 
 def recheck_parity(
-    model_dir: str | Path, meta: dict[str, Any], data: str | Path | None = None, max_records: int = 2000
+    model_dir: str | Path, info: dict[str, Any], meta: dict[str, Any], data: str | Path | None = None,
+    max_records: int = 2000,
 ) -> dict[str, Any] | None:
-    """The export info of DIR/onnx/ with parity re-measured for `meta`'s calibration and threshold (e.g. the
-    new ones of `irp threshold`, before they are written); None when DIR was never exported. Nothing is written:
-    `write_export_info` installs the result. The graphs are unchanged (they end at the logits)."""
+    """`info` (DIR/onnx/export.json as `read_export_info` gave it) with parity re-measured for `meta`'s calibration
+    and threshold (e.g. the new ones of `irp threshold`, before they are written); None when DIR was never
+    exported. Nothing is written: `write_export_info` installs the result. The graphs are unchanged (they end at
+    the logits)."""
     from irp.artifact import load_model
 
     model_dir = Path(model_dir)
-    files, info = exported(model_dir), read_export_info(model_dir)
+    files = exported(model_dir)
     if not files or not info:
         return None
     model, featurizer, _ = load_model(model_dir, device="cpu")

@@ -168,8 +168,9 @@ def rethreshold(
         "previous": {"threshold": meta["threshold"], "calibration": meta.get("calibration") or {"method": "none"}},
     }
     # Re-measure ONNX parity with the new calibration and threshold before writing anything.
-    old_parity = read_export_info(model_dir).get("parity", {})
-    export_info = recheck_parity(model_dir, new_meta, data=valid)
+    old_info = read_export_info(model_dir)
+    old_parity = old_info.get("parity", {})
+    export_info = recheck_parity(model_dir, old_info, new_meta, data=valid)
     notes: list[str] = []
     for name, entry in (export_info or {}).get("parity", {}).items():
         if entry["passed"]:

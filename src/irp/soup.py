@@ -105,6 +105,16 @@ def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
     return {k: torch.stack([s[k].float() for s in states]).mean(0).to(first[k].dtype) for k in first}
 
 
+def best_first(alone_ap: Sequence[float]) -> list[int]:
+    """Ingredient indices by their own AP, best first, stable on ties (the order both recipes report and greedy
+    tries).
+
+    >>> best_first([0.5, 0.7, 0.6, 0.7])
+    [1, 3, 2, 0]
+    """
+    return sorted(range(len(alone_ap)), key=lambda i: -alone_ap[i])
+
+
 def greedy_members(
     alone_ap: Sequence[float], soup_ap: Callable[[list[int]], float],
     on_trial: Callable[[int, float, bool], None] = lambda *_: None,
@@ -116,7 +126,7 @@ def greedy_members(
     >>> greedy_members([0.5, 0.7, 0.6], lambda m: {(1, 2): 0.72, (1, 2, 0): 0.71}[tuple(m)])
     [1, 2]
     """
-    order = sorted(range(len(alone_ap)), key=lambda i: -alone_ap[i])
+    order = best_first(alone_ap)
     kept, best = order[:1], alone_ap[order[0]]
     for i in order[1:]:
         trial = soup_ap(kept + [i])
@@ -166,14 +176,15 @@ def make_soup(
     alone = [score(state) for state in states]  # (logits, AP) of each ingredient on its own
     for name, (_, ap) in zip(names, alone):
         log(f"ingredient {name}: validation AP {ap:.4f}")
-    order = sorted(range(len(names)), key=lambda i: -alone[i][1])  # best first (stable on ties)
+    alone_ap = [a for _, a in alone]
+    order = best_first(alone_ap)
     if recipe == "uniform":
         kept = order
         logits, ap = score(average_weights(states))
         steps = [SoupStep("+".join(names), ap, True)]
     else:
         trials: dict[tuple[int, ...], tuple[np.ndarray, float]] = {tuple(order[:1]): alone[order[0]]}
-        steps = [SoupStep(names[order[0]], alone[order[0]][1], True)]
+        steps = [SoupStep(names[order[0]], alone_ap[order[0]], True)]
 
         def soup_ap(members: list[int]) -> float:
             trials[tuple(members)] = score(average_weights([states[k] for k in members]))
@@ -183,7 +194,7 @@ def make_soup(
             steps.append(SoupStep(names[i], trial_ap, kept))
             log(f"soup + {names[i]}: validation AP {trial_ap:.4f} ({'kept' if kept else 'dropped'})")
 
-        kept = greedy_members([a for _, a in alone], soup_ap, heard)
+        kept = greedy_members(alone_ap, soup_ap, heard)
         logits, ap = trials[tuple(kept)]
         model.load_state_dict(average_weights([states[k] for k in kept]), strict=True)
     log(f"soup of {len(kept)}: validation AP {ap:.4f}")
@@ -197,7 +208,7 @@ def make_soup(
         "soup_s": round(soup_s, 2),
         "label_field": label_field,
     }
-    ingredient_ap = {name: a for name, (_, a) in zip(names, alone)}
+    ingredient_ap = dict(zip(names, alone_ap))
     kept_names = [names[k] for k in kept]
     extra: dict[str, Any] = {"soup": _soup_section(folders, metas, recipe, ingredient_ap, steps, kept_names, ap)}
     teacher_sets = {tuple(t["weights_sha256"] for t in (m.get("distillation") or {}).get("teachers", []))
