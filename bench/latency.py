@@ -11,9 +11,10 @@ network, sigmoid), on 1 CPU thread, p50 / p99 over `--calls` calls after `--warm
 - irp_torch, irp_onnx_fp32, irp_onnx_int8: `IRPClassifier.predict_proba([record])` on each runtime
   (needs `irp export-onnx --model DIR --int8` first).
 
-The runtimes take turns in blocks of `--block` calls on the same records (rotating the order), so that a busy
-machine slows them alike and the ratios stay fair, while each runtime keeps its weights warm in the CPU caches
-within a block, as a server running one model does (a runtime switch on every call would evict them). Every call sees a record not seen before (repeats of the same query text or
+The runtimes take turns in blocks of `--block` calls on the same records (`irp.serve.runtime_choice.
+time_interleaved`, rotating the order), so that a busy machine slows them alike and the ratios stay fair, while each
+runtime keeps its weights warm in the CPU caches within a block, as a server running one model does (a runtime switch
+on every call would evict them). Every call sees a record not seen before (repeats of the same query text or
 product values inside the data are cache hits, as they would be in production). Then batch throughput:
 records/s of irp on ONNX int8 on 2 threads (two single-threaded runs at once, as `irp predict` scores), batches of 64.
 
@@ -43,13 +44,13 @@ import numpy as np  # noqa: E402
 RUNTIMES = ("hf_pipeline_torch", "irp_torch", "irp_onnx_fp32", "irp_onnx_int8")
 
 
-def summarize(seconds: list[float]) -> dict[str, float]:
+def summarize(milliseconds: list[float]) -> dict[str, float]:
     """Latency summary in milliseconds.
 
-    >>> summarize([0.001, 0.002, 0.003])["p50_ms"]
+    >>> summarize([1.0, 2.0, 3.0])["p50_ms"]
     2.0
     """
-    ms = np.asarray(seconds) * 1000.0
+    ms = np.asarray(milliseconds, dtype=np.float64)
     return {
         "p50_ms": round(float(np.percentile(ms, 50)), 3),
         "p99_ms": round(float(np.percentile(ms, 99)), 3),
@@ -115,8 +116,8 @@ def irp_runner(
 
 
 def featurize_times(model_dir: Path, records: list[dict]) -> list[float]:
-    """Seconds per record of validation + Featurizer.featurize + collate alone (fresh featurizer, one record a
-    call): the Python share of every irp runtime's latency."""
+    """Milliseconds per record of validation + Featurizer.featurize + collate alone (fresh featurizer, one record
+    a call): the Python share of every irp runtime's latency."""
     from irp.artifact import read_meta
     from irp.config import IRPConfig
     from irp.features import Featurizer
@@ -128,7 +129,7 @@ def featurize_times(model_dir: Path, records: list[dict]) -> list[float]:
     for record in records:
         started = time.perf_counter()
         featurizer.collate(featurizer.featurize([validate_record(record)]), np.arange(1))
-        times.append(time.perf_counter() - started)
+        times.append((time.perf_counter() - started) * 1000.0)
     return times
 
 
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     from irp.onnx_runtime import exported
+    from irp.serve.runtime_choice import time_interleaved
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -199,20 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         runners["irp_onnx_fp32"], _ = irp_runner(args.model, "onnx-fp32")
         runners["irp_onnx_int8"], int8_clf = irp_runner(args.model, "onnx-int8")
 
-    times: dict[str, list[float]] = {name: [] for name in RUNTIMES}
-    order = list(RUNTIMES)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("single-record calls", total=n * len(RUNTIMES))
-        for start in range(0, n, args.block):
-            order = order[1:] + order[:1]  # rotate, so no runtime always starts a block of fresh records
-            for name in order:
-                for i in range(start, min(start + args.block, n)):
-                    started = time.perf_counter()
-                    runners[name](records[i])
-                    if i >= args.warmup:
-                        times[name].append(time.perf_counter() - started)
-                bar.advance(task, min(args.block, n - start))
+        times = time_interleaved(
+            {name: (lambda batch, run=runners[name]: run(batch[0])) for name in RUNTIMES}, records[:n], args.block,
+            args.warmup, on_block=lambda calls: bar.advance(task, calls * len(RUNTIMES)),
+        )
 
     featurize = featurize_times(args.model, records[:n])[args.warmup:]
     with console.status(f"batch throughput (batch {args.batch_size}, {args.batch_threads} threads)..."):

@@ -2,9 +2,10 @@
 
     python bench/p50_models.py --data dev_report.jsonl --out p50.json RUNS/t13_dev:onnx-fp32 RUNS/s_l3_dev:onnx-fp32
 
-The models take turns in blocks of `--block` calls on the same records (rotating through the data), so that a busy
-machine slows them alike and their ratio stays fair, while each keeps its weights warm within a block, as a server
-running one model does. `bench/latency.py` compares the runtimes of one model; this compares models (a student
+The models take turns in blocks of `--block` calls on the same records (`irp.serve.runtime_choice.time_interleaved`,
+as bench/latency.py: their order rotates each block; the first block is an untimed warm-up), so that a busy machine
+slows them alike and their ratio stays fair, while each keeps its weights warm within a block, as a server running
+one model does. `bench/latency.py` compares the runtimes of one model; this compares models (a student
 against its baseline, on the runtime each would be served with). Prints and writes {p50_ms, ratio_to_first, ...}.
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path  # noqa: E402
 from irp.data.io import load_records  # noqa: E402
 from irp.fileio import write_json_atomic  # noqa: E402
 from irp.predict import IRPClassifier  # noqa: E402
-from irp.serve.runtime_choice import time_single_requests  # noqa: E402
+from irp.serve.runtime_choice import time_interleaved  # noqa: E402
 
 
 def parse_model(spec: str) -> tuple[Path, str]:
@@ -47,20 +48,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--blocks", type=int, default=12, help="rounds of blocks (default 12)")
     ap.add_argument("--block", type=int, default=50, help="calls in a row per model (default 50)")
     args = ap.parse_args(argv)
-    records = load_records(args.data)
+    if args.blocks < 1 or args.block < 1:
+        ap.error(f"--blocks and --block must be >= 1, got {args.blocks} and {args.block}")
     names = [f"{folder.name}:{runtime}" for folder, runtime in args.models]
+    if len(set(names)) < len(names):
+        ap.error(f"a model is named twice: {' '.join(names)}")
+    records = load_records(args.data)
     models = [IRPClassifier.load(folder, runtime=runtime) for folder, runtime in args.models]
-    for model in models:  # warm-up: lazy setup is not latency
-        for record in records[: args.block]:
-            model.predict_proba([record])
-    timings: list[list[float]] = [[] for _ in models]
-    start = args.block
-    for _ in range(args.blocks):
-        block = [records[(start + j) % len(records)] for j in range(args.block)]
-        for model, times in zip(models, timings):  # the same records for every model, one untimed call first
-            times += time_single_requests(model.predict_proba, block, rounds=args.block)
-        start += args.block
-    p50 = {name: round(statistics.median(times), 3) for name, times in zip(names, timings)}
+    calls = [records[i % len(records)] for i in range(args.block * (1 + args.blocks))]  # cycling through the data
+    timings = time_interleaved(  # the first block warms up: lazy setup is not latency
+        {name: model.predict_proba for name, model in zip(names, models)}, calls, args.block, warmup=args.block
+    )
+    p50 = {name: round(statistics.median(timings[name]), 3) for name in names}
     result = {
         "p50_ms": p50,
         "ratio_to_first": {name: round(p50[name] / p50[names[0]], 3) for name in names},

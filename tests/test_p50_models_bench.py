@@ -28,3 +28,10 @@ def test_times_each_model_and_writes_ratios(tiny_seeds: list[Path], small_log: d
 def test_a_model_without_its_runtime_is_refused(spec: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="DIR:RUNTIME"):
         bench.parse_model(spec)
+
+
+@pytest.mark.parametrize("extra", [["--block", "0"], ["--blocks", "0"], ["runs/t13:torch"]])
+def test_bad_arguments_exit_2(extra: list[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["runs/t13:torch", *extra, "--data", "x.jsonl", "--out", str(tmp_path / "p50.json")])
+    assert exit_info.value.code == 2 and not (tmp_path / "p50.json").exists()

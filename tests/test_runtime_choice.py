@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from irp.serve import Engine, ServeSettings, create_app, load_classifier
-from irp.serve.runtime_choice import pick_fastest, runtime_choice, time_single_requests
+from irp.serve.runtime_choice import pick_fastest, runtime_choice, time_interleaved, time_single_requests
 from test_export import copy_artifact, train_tiny
 
 LOOPBACK = ("127.0.0.1", 50124)
@@ -97,6 +97,22 @@ def test_default_measure_times_single_records_on_the_clock(exported: Path) -> No
     assert time_single_requests(lambda batch: calls.append(len(batch)), [{}, {}], rounds=3,
                                 clock=iter([0.0, 0.5, 1.0, 1.25, 2.0, 2.125]).__next__) == [500.0, 250.0, 125.0]
     assert calls == [1, 1, 1, 1]  # one untimed call, then one record per timed call
+
+
+def test_interleaved_timing_rotates_the_order_and_skips_the_warm_up() -> None:
+    seen: list[tuple[str, int]] = []
+    records = [{"i": i} for i in range(5)]
+    predicts = {name: (lambda batch, name=name: seen.append((name, batch[0]["i"]))) for name in "abc"}
+    blocks: list[int] = []
+    times = time_interleaved(predicts, records, block=2, warmup=1, clock=iter(range(100)).__next__,
+                             on_block=blocks.append)
+    assert blocks == [2, 2, 1] and {name: len(ms) for name, ms in times.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(ms == 1000.0 for t in times.values() for ms in t)  # one tick per call on the fake clock
+    assert sorted(seen) == sorted((name, i) for name in "abc" for i in range(5))  # every record to every predictor
+    firsts = [seen[k][0] for k in (0, 6, 12)]  # who opens each block
+    assert firsts == ["b", "c", "a"]
+    with pytest.raises(ValueError, match="block"):
+        time_interleaved(predicts, records, block=0)
 
 
 def test_get_model_shows_the_choice_and_a_reload_chooses_again(exported: Path, tmp_path: Path,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +54,38 @@ def time_single_requests(
         predict([records[i % len(records)]])
         timings.append((clock() - started) * 1000.0)
     return timings
+
+
+def time_interleaved(
+    predicts: Mapping[str, Callable[[Sequence[dict]], Any]], records: Sequence[dict], block: int, warmup: int = 0,
+    clock: Clock = time.perf_counter, on_block: Callable[[int], None] = lambda calls: None,
+) -> dict[str, list[float]]:
+    """Milliseconds of single-record calls `predict([record])` of several predictors taking turns in blocks of
+    `block` records (the benches' comparison: a busy machine slows them alike, so their ratios stay fair, while each
+    keeps its weights warm within a block, as a server running one model does). Every predictor sees every record;
+    their order rotates each block, so none always meets fresh records first; the first `warmup` records are not
+    timed. `on_block(n)` hears each finished block of n records.
+
+    >>> ticks = iter(range(100))  # a fake clock: each reading 1 s after the last
+    >>> times = time_interleaved({"a": len, "b": len}, [{}] * 3, block=2, warmup=1, clock=lambda: next(ticks))
+    >>> {name: len(ms) for name, ms in times.items()}, times["a"][0]
+    ({'a': 2, 'b': 2}, 1000.0)
+    """
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    order = list(predicts)
+    times: dict[str, list[float]] = {name: [] for name in order}
+    for start in range(0, len(records), block):
+        order = order[1:] + order[:1]
+        stop = min(start + block, len(records))
+        for name in order:
+            for i in range(start, stop):
+                started = clock()
+                predicts[name]([records[i]])
+                if i >= warmup:
+                    times[name].append((clock() - started) * 1000.0)
+        on_block(stop - start)
+    return times
 
 
 def fastest(p50_ms: dict[str, float]) -> str:
