@@ -241,7 +241,8 @@ def test_bad_flags_exit_2(tiny_backbone: str, small_log: dict[str, Path], tmp_pa
     for flags, expected in ((("--confidence", "1.5"), "confidence must be in [0, 1)"),
                             (("--calibration", "platt"), "calibration must be one of"),
                             (("--target-precision", "1"), "precision 1 never is"),
-                            (("--ema", "1.5"), "--ema (the weight average's decay) must be in [0, 1)")):
+                            (("--ema", "1.5"), "--ema (the weight average's decay) must be in [0, 1)"),
+                            (("--layer-decay", "0"), "--layer-decay must be in (0, 1]")):
         result = CliRunner().invoke(app, train_args(tiny_backbone, small_log, tmp_path / "m", *flags),
                                     env={"COLUMNS": "200"})  # in process: the flags fail before any training
         assert result.exit_code == 2 and expected in " ".join(result.stderr.split()), result.output
@@ -418,3 +419,50 @@ def test_ema_keeps_the_averaged_weights_not_the_last_ones(tiny_backbone: str, tm
         np.testing.assert_array_equal(kept[name], value)
     assert any(not np.array_equal(raw[n], shadow[n]) for n in shadow), "the average equals the last weights"
     assert json.loads((out / "config.json").read_text())["config"]["ema_decay"] == 0.9
+
+
+def test_layer_decay_gives_each_encoder_layer_its_learning_rate(tiny_backbone: str) -> None:
+    import torch
+
+    from conftest import make_records
+    from irp.config import IRPConfig
+    from irp.features import Featurizer
+    from irp.model.encoder import load_encoder, load_tokenizer
+    from irp.model.irp import IRPModel
+    from irp.train import layer_depth, make_optimizer, set_lr, to_device, train_step
+
+    def parts(layer_decay: float) -> tuple[IRPModel, torch.optim.Optimizer, dict[str, torch.Tensor]]:
+        config = IRPConfig(backbone=tiny_backbone, layer_decay=layer_decay, weight_decay=0.0)
+        featurizer = Featurizer(load_tokenizer(tiny_backbone), config)
+        torch.manual_seed(0)
+        model = IRPModel(load_encoder(tiny_backbone), config, featurizer.pad_id).train()
+        batch = to_device(featurizer.collate(featurizer.featurize(make_records(16, seed=4)), np.arange(16)),
+                          torch.device("cpu"))
+        return model, make_optimizer(model, config), batch
+
+    model, optimizer, batch = parts(1.0)  # off: irp train's two groups (weight decay or not), scale 1
+    assert [g["lr_scale"] for g in optimizer.param_groups] == [1.0, 1.0]
+    model, optimizer, batch = parts(0.5)
+    layers = model.encoder.config.num_hidden_layers  # 2 in the tiny encoder
+    names = {id(p): n for n, p in model.named_parameters()}
+    scale = {names[id(p)]: g["lr_scale"] for g in optimizer.param_groups for p in g["params"]}
+    assert len(scale) == len(names)  # every parameter in exactly one group
+    assert scale["encoder.embeddings.LayerNorm.weight"] == 0.5 ** (layers + 1)
+    assert scale[f"encoder.encoder.layer.{layers - 1}.output.LayerNorm.weight"] == 0.5
+    assert scale["head.weight"] == 1.0
+    assert all(s == 0.5 ** (layers + 1 - layer_depth(n, layers)) for n, s in scale.items())
+    # One Adam step moves each LayerNorm weight by about its group's LR (the first update is lr * g / |g|).
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    set_lr(optimizer, 1e-3)
+    train_step(model, model, optimizer, batch, torch.device("cpu"), 1.0)
+    moved = {n: float((p.detach() - before[n]).abs().max()) for n, p in model.named_parameters()}
+    assert moved["encoder.embeddings.LayerNorm.weight"] == pytest.approx(1e-3 * 0.5 ** (layers + 1), rel=0.01)
+    assert moved[f"encoder.encoder.layer.{layers - 1}.output.LayerNorm.weight"] == pytest.approx(5e-4, rel=0.01)
+
+
+def test_training_with_layer_decay_records_it(tiny_backbone: str, tmp_path: Path) -> None:
+    from test_export import train_tiny
+
+    out = train_tiny(tiny_backbone, tmp_path / "llrd", layer_decay=0.8)
+    assert json.loads((out / "config.json").read_text())["config"]["layer_decay"] == 0.8
+    assert json.loads((out / "metrics.json").read_text())["ap"] > 0.5  # still learns the product signal

@@ -62,6 +62,9 @@ class IRPConfig:
     warmup_ratio: float = 0.06
     grad_clip: float = 1.0
     ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (irp.ema)
+    # layer-wise LR decay (irp.train.make_optimizer): encoder layer i of L trains at lr * layer_decay^(L - i), its
+    # embeddings at lr * layer_decay^(L + 1), the rest (pooler, fusion, head) at lr; 1 = off
+    layer_decay: float = 1.0
     patience: int = 2  # evaluations without AP improvement before early stopping
     eval_every: int = 0  # steps between validations; 0 = once per epoch
     checkpoint_every: int = 200  # steps between resumable checkpoints
@@ -96,6 +99,8 @@ class IRPConfig:
             raise ValueError(f"--temperature (of the soft targets) must be > 0, got {self.temperature}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema (the weight average's decay) must be in [0, 1) (0 = off), got {self.ema_decay}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"--layer-decay must be in (0, 1] (1 = off), got {self.layer_decay}")
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
 

@@ -153,14 +153,49 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * max(0.0, (total - step) / max(1, total - warmup))
 
 
+def layer_depth(name: str, layers: int) -> int:
+    """How deep a parameter of IRPModel sits, for layer-wise LR decay: 0 = the encoder's embeddings, i + 1 = its
+    transformer layer i (BERT and MPNet name them `encoder.encoder.layer.i.`), layers + 1 = everything above
+    (pooler, MPNet's relative attention bias, which every layer shares, the attribute embeddings and the head).
+
+    >>> [layer_depth(n, 6) for n in ("encoder.embeddings.word_embeddings.weight",
+    ...  "encoder.encoder.layer.0.output.dense.bias", "encoder.encoder.layer.5.attention.self.query.weight",
+    ...  "encoder.pooler.dense.weight", "head.weight")]
+    [0, 1, 6, 7, 7]
+    """
+    if name.startswith("encoder.embeddings."):
+        return 0
+    parts = name.split(".")
+    if parts[:3] == ["encoder", "encoder", "layer"] and parts[3].isdigit():
+        return int(parts[3]) + 1
+    return layers + 1
+
+
 def make_optimizer(model: torch.nn.Module, config: IRPConfig) -> torch.optim.AdamW:
     """AdamW without weight decay on embeddings, biases and norms. Fused on CPU and CUDA: one update op per device
     and dtype instead of several per parameter, and unlike the unfused forms it never reads the step count back
-    to the host (`.item()`)."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, fused=True)
+    to the host (`.item()`). Each group's `lr_scale` multiplies the scheduled LR: 1, or with `config.layer_decay` < 1
+    layer_decay^(L + 1 - depth) (`layer_depth`; Howard & Ruder 2018, Clark et al. 2020): the lower layers, which
+    hold the pretrained general features, move less than the upper ones and the new head."""
+    by_layer = config.layer_decay < 1.0
+    layers = int(model.get_submodule("encoder").config.num_hidden_layers) if by_layer else 0
+    groups: dict[tuple[bool, int], dict[str, Any]] = {}  # (weight decay?, depth) -> param group
+    for name, param in model.named_parameters():
+        decays = param.ndim >= 2 and "embeddings" not in name
+        depth = layer_depth(name, layers) if by_layer else layers + 1  # off: one depth, scale 1
+        group = groups.setdefault((decays, depth), {
+            "params": [], "weight_decay": config.weight_decay if decays else 0.0,
+            "lr_scale": config.layer_decay ** (layers + 1 - depth),
+        })
+        group["params"].append(param)
+    ordered = sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))  # decayed first, shallow first
+    return torch.optim.AdamW([group for _, group in ordered], lr=config.lr, fused=True)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The scheduled LR for this step, times each group's `lr_scale` (`make_optimizer`)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
 
 
 def train_step(
@@ -365,8 +400,7 @@ def train(
                     break
                 model.train()
                 batch = to_device(batch, device)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(state.step, total_steps, warmup, config.lr)
+                set_lr(optimizer, lr_at(state.step, total_steps, warmup, config.lr))
                 loss_sum += train_step(step_fn, model, optimizer, batch, device, config.grad_clip)
                 if average is not None:
                     average.update(state.step)

@@ -117,6 +117,10 @@ def train(
         0.0, "--ema", help="Decay in [0, 1) of an exponential moving average of the weights, which is then validated "
         "and kept instead of the raw weights (e.g. 0.999; 0 = off)."
     ),
+    layer_decay: float = typer.Option(
+        1.0, "--layer-decay", help="Layer-wise LR decay in (0, 1]: encoder layer i of L trains at lr x DECAY^(L - i), "
+        "the embeddings at lr x DECAY^(L + 1), the head at lr (e.g. 0.9; 1 = off)."
+    ),
     checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Steps between resumable checkpoints."),
     label_field: str = typer.Option("label", "--label-field", help="Record field to learn (label or true_intent)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last after a crash."),
@@ -175,6 +179,7 @@ def run_training_command(flags: dict[str, Any], teachers: list[Path] | None = No
             device=f["device"], seed=f["seed"], context_turns=f["context_turns"], mmr_m=f["mmr_m"],
             mmr_lambda=f["mmr_lambda"], eval_every=f["eval_every"], patience=f["patience"],
             checkpoint_every=f["checkpoint_every"], compile=f["compile_model"], ema_decay=f["ema"],
+            layer_decay=f["layer_decay"],
             distill_alpha=distill_alpha,
             temperature=temperature,
         )
