@@ -419,6 +419,7 @@ def test_ema_keeps_the_averaged_weights_not_the_last_ones(tiny_backbone: str, tm
         np.testing.assert_array_equal(kept[name], value)
     assert any(not np.array_equal(raw[n], shadow[n]) for n in shadow), "the average equals the last weights"
     assert json.loads((out / "config.json").read_text())["config"]["ema_decay"] == 0.9
+    assert "weight average (EMA) decay 0.9" in (out / "MODEL_CARD.md").read_text()
 
 
 def test_layer_decay_gives_each_encoder_layer_its_learning_rate(tiny_backbone: str) -> None:
@@ -466,3 +467,4 @@ def test_training_with_layer_decay_records_it(tiny_backbone: str, tmp_path: Path
     out = train_tiny(tiny_backbone, tmp_path / "llrd", layer_decay=0.8)
     assert json.loads((out / "config.json").read_text())["config"]["layer_decay"] == 0.8
     assert json.loads((out / "metrics.json").read_text())["ap"] > 0.5  # still learns the product signal
+    assert "layer-wise LR decay 0.8" in (out / "MODEL_CARD.md").read_text()

@@ -281,6 +281,22 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
 
 
+def _recipe_extras(cfg: dict[str, Any]) -> str:
+    """The card's note of the optional recipe settings that are on (none for an `irp train` default run).
+
+    >>> _recipe_extras({"ema_decay": 0.999, "layer_decay": 0.9})
+    ', weight average (EMA) decay 0.999, layer-wise LR decay 0.9'
+    >>> _recipe_extras({"ema_decay": 0.0})
+    ''
+    """
+    extras = []
+    if cfg.get("ema_decay"):
+        extras.append(f"weight average (EMA) decay {cfg['ema_decay']}")
+    if cfg.get("layer_decay", 1.0) < 1.0:
+        extras.append(f"layer-wise LR decay {cfg['layer_decay']}")
+    return "".join(f", {e}" for e in extras)
+
+
 def _distillation_block(distillation: dict[str, Any] | None) -> str:
     """The card's section on a distilled model's teachers (empty for a model trained on labels only)."""
     if not distillation:
@@ -347,7 +363,7 @@ fused in one transformer encoder; loss α·BCE + β·soft precision).
 ## Settings
 - backbone `{cfg['backbone']}`, fields `{','.join(cfg['fields'])}`, summarizer `{cfg['summarizer']}`
 - loss `{cfg['loss']}` (α={cfg['alpha']}, β={cfg['beta']}), lr {cfg['lr']}, batch {cfg['batch_size']},
-  epochs {cfg['epochs']}, max steps {cfg['max_steps'] or 'none'}, seed {cfg['seed']}
+  epochs {cfg['epochs']}, max steps {cfg['max_steps'] or 'none'}, seed {cfg['seed']}{_recipe_extras(cfg)}
 - trained {train['steps']} steps on {train['device']} (world size {train['world_size']}) in {train['wall_s']} s;
   best validation AP at step {train['best_step']}; truncated fields: {train['truncations'] or 'none'}
 
