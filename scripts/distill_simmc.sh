@@ -22,6 +22,8 @@
 #    Sixth round: minilm-l6 students of mpnet_ema as well (seeds $L6_EMA_SEEDS, same flags) join the minilm-l6 soup's
 #    pool: its greedy soup took one student of each teacher (seed 1 of both), 0.8645 > 0.8638. Tried and not kept
 #    (seventh round): `irp augment` copies of train as further transfer records (students 0.8594 < 0.8604);
+#    (eighth round) `--layer-decay 0.9` (0.8598), `--temperature 1` (0.8562) and `--temperature 4` (0.8597), each
+#    short of 0.8604 + 0.003;
 # 4. `irp soup` (greedy, on dev_select) of each backbone's student seeds: s_l6 and s_l3, the students the bar is on;
 # 5. bench/distill_simmc.py: the table on dev_report, the seed means, the plot and the bar, into $TABLE.*;
 # 6. `irp threshold` on all of dev for copies of the baseline and the students (NAME_dev): the models to ship.
