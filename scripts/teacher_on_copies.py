@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(keep):,} copies of {args.source.name} records in {args.copies.name} ({len(records) - len(keep):,} "
           "other records skipped)")
     copies = [records[k] for k in keep]
-    z_source, z_copy = logits(args.source)[index], logits(args.copies)[keep]
+    z_sources = logits(args.source)  # [len(sources)]: scored once (a cache miss costs the teacher a pass)
+    z_source, z_copy = z_sources[index], logits(args.copies)[keep]
     q_source, q_copy = soft_targets(z_source[None], args.temperature), soft_targets(z_copy[None], args.temperature)
     swapped = np.array([c["products"] != sources[i]["products"] for c, i in zip(copies, index, strict=True)])
     for name, part in (("words dropped only", ~swapped), ("words dropped, product swapped", swapped)):
@@ -59,9 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         flips = np.mean((z_copy[part] > 0) != (z_source[part] > 0))
         print(f"{name}: {part.sum():,} copies, |q_copy - q_source| mean {gap.mean():.3f} median "
               f"{np.median(gap):.3f}, decision flips {flips:.1%}")
-    for path in [args.source, *([args.valid] if args.valid else [])]:
-        y = np.array([r["label"] for r in load_records(path)], dtype=float)
-        z = logits(path)
+    files = [(args.source, sources, z_sources)]
+    if args.valid:
+        files.append((args.valid, load_records(args.valid), logits(args.valid)))
+    for path, labelled, z in files:
+        y = np.array([r["label"] for r in labelled], dtype=float)
         q = soft_targets(z[None], args.temperature)
         floor = z < z.min() + 0.05  # records the teacher cannot tell apart at the bottom of its ranking
         print(f"{path.name}: teacher AP {average_precision(y, z):.4f}, median |logit| {np.median(np.abs(z)):.2f}, "
